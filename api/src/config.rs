@@ -1,0 +1,18 @@
+//! The API's configuration: the shared settings plus its port.
+
+use orion_shared::config::{CommonConfig, ConfigError, Env};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub common: CommonConfig,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        Ok(Config {
+            port: env.port("PORT", 8000)?,
+            common: CommonConfig::from_env(env)?,
+        })
+    }
+}

@@ -1,0 +1,545 @@
+//! The connection guard: the defence tiny_http 0.12 does not have.
+//!
+//! tiny_http gives every accepted connection a thread that blocks in `read`
+//! for as long as the peer likes: no header timeout, no idle timeout, no
+//! header-size limit, no cap on threads. Its task pool also has a race that
+//! lets a burst of new connections queue behind threads that are parked on
+//! idle connections, where they wait indefinitely. We may not fork it, so the
+//! guard works from the outside:
+//!
+//! * It finds our accepted client sockets in `/proc/self/fd` (local port =
+//!   our port, connected peer; one entry per inode, because tiny_http holds
+//!   two descriptors per connection) whenever the listener becomes readable
+//!   (a connection arrived), and at least every [`RESCAN`] while any exist.
+//! * It watches each socket with edge-triggered epoll, so it wakes when bytes
+//!   arrive and costs nothing while everything is idle.
+//! * Per connection it combines the kernel's view (`TCP_INFO` bytes received,
+//!   `FIONREAD` bytes not yet read by tiny_http) with the handlers' view
+//!   (request in flight, time of the last response, keyed by peer address).
+//! * It acts with `shutdown(2)` on tiny_http's descriptor: the blocked read
+//!   returns at once, tiny_http drops the connection and its thread goes back
+//!   to the pool. Where a status helps the client it first writes a final
+//!   408, 431 or 503 with `Connection: close`.
+//!
+//! Rules (all reasons are counted in `http_connections_closed_total{reason}`):
+//! * `header_timeout`: no complete request within the header timeout of the
+//!   connection opening or of its last response, while bytes did arrive (a
+//!   drip) or none ever did (a silent connection) → 408 and close.
+//! * `idle_timeout`: a keep-alive connection silent since its last response
+//!   for the idle timeout → close.
+//! * `header_too_large`: tiny_http has read more than the header limit of a
+//!   request it has not handed to a handler yet → 431 and close. Bytes are
+//!   counted as they arrive, so memory stays bounded by about the limit plus
+//!   what arrives during one guard wake-up.
+//! * `request_timeout`: a request in flight for longer than the header
+//!   timeout (a body dripping into the drain that tiny_http does on drop) →
+//!   the read side is shut so the handler's response can still go out.
+//! * `over_capacity`: more than `max_connections` open → the surplus is
+//!   closed, idle and silent connections first, newest traffic last.
+//! * `stalled`: bytes sit unread on a connection that no thread picked up
+//!   (tiny_http's task-pool race) → the longest-idle connection is closed to
+//!   free its thread for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+use super::sys::{self, ClientSocket, Epoll, EventFd, TcpSnapshot};
+
+/// Rescan period while connections exist (the open-connections gauge and
+/// the discovery of fds tiny_http closed by itself lag by at most this).
+const RESCAN: Duration = Duration::from_secs(1);
+/// A request byte left unread for this long means no thread is serving it.
+const STALL: Duration = Duration::from_millis(100);
+/// Wake-ups are coalesced: under load the guard runs at most once per this.
+const COALESCE: Duration = Duration::from_millis(2);
+
+const TOKEN_LISTENER: u64 = u64::MAX;
+const TOKEN_WAKE: u64 = u64::MAX - 1;
+
+/// Limits the guard enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: u64,
+}
+
+/// What the handlers tell the guard about a connection (keyed by peer).
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    in_flight: u32,
+    responses: u64,
+    last_response: Instant,
+    request_started: Instant,
+}
+
+/// The guard's own record of a connection.
+#[derive(Debug)]
+struct Conn {
+    sock: ClientSocket,
+    /// When the current wait began: discovery, or the last response seen.
+    since: Instant,
+    responses_seen: u64,
+    baseline_received: u64,
+    baseline_consumed: u64,
+    /// Consumed count and the time it last moved (for stall detection).
+    last_consumed: u64,
+    consumed_moved: Instant,
+    read_shut: bool,
+}
+
+#[derive(Clone)]
+struct Metrics {
+    open: IntGauge,
+    closed: IntCounterVec,
+}
+
+struct Inner {
+    limits: Limits,
+    port: u16,
+    listener_fd: RawFd,
+    epoll: Epoll,
+    wake: EventFd,
+    activity: Mutex<HashMap<SocketAddr, Activity>>,
+    conns: Mutex<HashMap<u64, Conn>>,
+    metrics: Metrics,
+    stop: AtomicBool,
+    draining: AtomicBool,
+    open_count: AtomicI64,
+}
+
+/// Handle shared by the server, its handler threads and the guard thread.
+#[derive(Clone)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+impl Guard {
+    /// Registers the metrics and starts the guard thread for the listener
+    /// `listener_fd` bound to `port`.
+    pub fn start(
+        limits: Limits,
+        port: u16,
+        listener_fd: RawFd,
+        registry: &Registry,
+    ) -> std::io::Result<Guard> {
+        let open = IntGauge::new(
+            "http_connections_open",
+            "Client connections currently open (as seen by the connection guard).",
+        )
+        .expect("metric");
+        let max = IntGauge::new(
+            "http_connections_max",
+            "The configured cap on open client connections (HTTP_MAX_CONNECTIONS).",
+        )
+        .expect("metric");
+        max.set(limits.max_connections as i64);
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "http_connections_closed_total",
+                "Client connections closed by the connection guard, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for reason in [
+            "header_timeout",
+            "idle_timeout",
+            "header_too_large",
+            "request_timeout",
+            "over_capacity",
+            "stalled",
+        ] {
+            closed.with_label_values(&[reason]);
+        }
+        for c in [
+            Box::new(open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(max),
+            Box::new(closed.clone()),
+        ] {
+            registry
+                .register(c)
+                .expect("connection metrics registered once");
+        }
+
+        let epoll = Epoll::new()?;
+        let wake = EventFd::new()?;
+        epoll.add(listener_fd, TOKEN_LISTENER, sys::READABLE | sys::EDGE)?;
+        epoll.add(wake.fd(), TOKEN_WAKE, sys::READABLE | sys::EDGE)?;
+        let inner = Arc::new(Inner {
+            limits,
+            port,
+            listener_fd,
+            epoll,
+            wake,
+            activity: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            metrics: Metrics { open, closed },
+            stop: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            open_count: AtomicI64::new(0),
+        });
+        let run = inner.clone();
+        std::thread::Builder::new()
+            .name("conn-guard".into())
+            .spawn(move || run.run())?;
+        Ok(Guard { inner })
+    }
+
+    /// A handler picked up a request from `peer`.
+    pub fn request_started(&self, peer: Option<SocketAddr>) {
+        let Some(peer) = peer else { return };
+        let now = Instant::now();
+        let mut map = self
+            .inner
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let a = map.entry(peer).or_insert(Activity {
+            in_flight: 0,
+            responses: 0,
+            last_response: now,
+            request_started: now,
+        });
+        a.in_flight += 1;
+        a.request_started = now;
+    }
+
+    /// The response to `peer`'s request has been written.
+    pub fn request_finished(&self, peer: Option<SocketAddr>) {
+        let Some(peer) = peer else { return };
+        let mut map = self
+            .inner
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = map.get_mut(&peer) {
+            a.in_flight = a.in_flight.saturating_sub(1);
+            a.responses += 1;
+            a.last_response = Instant::now();
+        }
+    }
+
+    /// Shuts the read side of `peer`'s connection, so that tiny_http's drain
+    /// of an unwanted request body ends at once (used before a 413).
+    pub fn shut_read(&self, peer: Option<SocketAddr>) {
+        let Some(peer) = peer else { return };
+        let found = {
+            let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.values().find(|c| c.sock.peer == peer).map(|c| c.sock)
+        };
+        let sock = found.or_else(|| {
+            sys::client_sockets(self.inner.port, self.inner.listener_fd)
+                .into_iter()
+                .find(|s| s.peer == peer)
+        });
+        if let Some(s) = sock {
+            if sys::socket_inode(s.fd) == Some(s.inode) {
+                sys::shutdown(s.fd, true, false);
+            }
+        }
+    }
+
+    /// From now on idle connections are closed at once (graceful stop).
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.wake.notify();
+    }
+
+    /// Open client connections and requests in flight, freshly counted.
+    pub fn open_and_in_flight(&self) -> (usize, u32) {
+        let open = sys::client_sockets(self.inner.port, self.inner.listener_fd).len();
+        let in_flight = self
+            .inner
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|a| a.in_flight)
+            .sum();
+        self.inner.wake.notify();
+        (open, in_flight)
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.inner.open_count.load(Ordering::Relaxed)
+    }
+
+    pub fn stop(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.wake.notify();
+    }
+}
+
+impl Inner {
+    fn run(self: Arc<Self>) {
+        let mut events = Vec::with_capacity(64);
+        let mut last_scan = Instant::now() - RESCAN;
+        // After a listener edge the accept may not have happened yet when we
+        // scan; look again a little later.
+        let mut follow_ups: Vec<Instant> = Vec::new();
+        let mut next_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let mut wake_at = next_deadline;
+            let has_conns = self.open_count.load(Ordering::Relaxed) > 0;
+            if has_conns || self.draining.load(Ordering::Relaxed) {
+                let rescan = if self.draining.load(Ordering::Relaxed) {
+                    last_scan + Duration::from_millis(10)
+                } else {
+                    last_scan + RESCAN
+                };
+                wake_at = Some(wake_at.map_or(rescan, |w| w.min(rescan)));
+            }
+            if let Some(f) = follow_ups.iter().min() {
+                wake_at = Some(wake_at.map_or(*f, |w| w.min(*f)));
+            }
+            let timeout_ms = match wake_at {
+                None => -1,
+                Some(t) => t.saturating_duration_since(now).as_millis().min(60_000) as i32,
+            };
+            self.epoll.wait(&mut events, timeout_ms);
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = Instant::now();
+            let mut scan =
+                now.duration_since(last_scan) >= RESCAN || self.draining.load(Ordering::Relaxed);
+            for &(token, ev) in &events {
+                match token {
+                    TOKEN_LISTENER => {
+                        scan = true;
+                        follow_ups = vec![
+                            now + Duration::from_millis(1),
+                            now + Duration::from_millis(5),
+                            now + Duration::from_millis(25),
+                        ];
+                    }
+                    TOKEN_WAKE => self.wake.drain(),
+                    _ if ev & sys::HANGUP != 0 => scan = true,
+                    _ => {}
+                }
+            }
+            let before = follow_ups.len();
+            follow_ups.retain(|t| *t > now);
+            if follow_ups.len() != before {
+                scan = true;
+            }
+            if scan {
+                self.rescan(now);
+                last_scan = now;
+            }
+            next_deadline = self.evaluate(now);
+            if !events.is_empty() {
+                std::thread::sleep(COALESCE);
+            }
+        }
+    }
+
+    /// Reconciles our table with the sockets that exist now.
+    fn rescan(&self, now: Instant) {
+        let found = sys::client_sockets(self.port, self.listener_fd);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|ino, c| {
+            let keep = found.iter().any(|s| s.inode == *ino && s.fd == c.sock.fd);
+            if !keep {
+                self.epoll.delete(c.sock.fd);
+            }
+            keep
+        });
+        for s in found {
+            if conns.contains_key(&s.inode) {
+                continue;
+            }
+            let watch = sys::READABLE | sys::EDGE | sys::HANGUP;
+            if self.epoll.add(s.fd, s.inode, watch).is_err() {
+                continue;
+            }
+            conns.insert(
+                s.inode,
+                Conn {
+                    sock: s,
+                    since: now,
+                    responses_seen: 0,
+                    baseline_received: 0,
+                    baseline_consumed: 0,
+                    last_consumed: 0,
+                    consumed_moved: now,
+                    read_shut: false,
+                },
+            );
+        }
+        let open = conns.len();
+        // Forget handler bookkeeping of peers that are gone.
+        let peers: Vec<SocketAddr> = conns.values().map(|c| c.sock.peer).collect();
+        drop(conns);
+        let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        activity.retain(|peer, a| a.in_flight > 0 || peers.contains(peer));
+        drop(activity);
+        self.open_count.store(open as i64, Ordering::Relaxed);
+        self.metrics.open.set(open as i64);
+    }
+
+    fn close(&self, c: &Conn, reason: &str, response: Option<&[u8]>) {
+        // The fd number could have been reused since we looked: re-check.
+        if sys::socket_inode(c.sock.fd) != Some(c.sock.inode) {
+            return;
+        }
+        if let Some(r) = response {
+            sys::send_nowait(c.sock.fd, r);
+        }
+        sys::shutdown(c.sock.fd, true, true);
+        if !reason.is_empty() {
+            self.metrics.closed.with_label_values(&[reason]).inc();
+            log::debug!(peer = c.sock.peer.to_string().as_str(), reason = reason; "connection closed by guard");
+        }
+    }
+
+    /// Applies the rules to every connection; returns the next deadline.
+    fn evaluate(&self, now: Instant) -> Option<Instant> {
+        let limits = &self.limits;
+        let draining = self.draining.load(Ordering::Relaxed);
+        let activity: HashMap<SocketAddr, Activity> = self
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gone = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        let mut at = |t: Instant| deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
+        let mut stalled = false;
+        // (waiting-since, inode, partial request?) of connections that may be shed.
+        let mut idle: Vec<(Instant, u64, bool)> = Vec::new();
+
+        for (ino, c) in conns.iter_mut() {
+            if sys::socket_inode(c.sock.fd) != Some(*ino) {
+                gone.push(*ino);
+                continue;
+            }
+            let Some(snap): Option<TcpSnapshot> = sys::tcp_snapshot(c.sock.fd) else {
+                gone.push(*ino);
+                continue;
+            };
+            let act = activity.get(&c.sock.peer).copied();
+            if let Some(a) = act {
+                if a.responses != c.responses_seen {
+                    c.responses_seen = a.responses;
+                    c.since = a.last_response;
+                    c.baseline_received = snap.bytes_received;
+                    c.baseline_consumed = snap.consumed();
+                }
+            }
+            if snap.consumed() != c.last_consumed {
+                c.last_consumed = snap.consumed();
+                c.consumed_moved = now;
+            }
+            if let Some(a) = act.filter(|a| a.in_flight > 0) {
+                let limit = a.request_started + limits.header_timeout;
+                if now >= limit && !c.read_shut {
+                    c.read_shut = true;
+                    sys::shutdown(c.sock.fd, true, false);
+                    self.metrics
+                        .closed
+                        .with_label_values(&["request_timeout"])
+                        .inc();
+                } else if !c.read_shut {
+                    at(limit);
+                }
+                continue;
+            }
+            let received = snap.bytes_received.saturating_sub(c.baseline_received);
+            let consumed = snap.consumed().saturating_sub(c.baseline_consumed);
+            if consumed > limits.max_header_bytes {
+                self.close(c, "header_too_large", Some(RESPONSE_431));
+                gone.push(*ino);
+                continue;
+            }
+            if received == 0 {
+                if draining {
+                    self.close(c, "", None);
+                    gone.push(*ino);
+                    continue;
+                }
+                let (limit, reason, response) = if c.responses_seen == 0 {
+                    (limits.header_timeout, "header_timeout", Some(RESPONSE_408))
+                } else {
+                    (limits.idle_timeout, "idle_timeout", None)
+                };
+                if now >= c.since + limit {
+                    self.close(c, reason, response);
+                    gone.push(*ino);
+                    continue;
+                }
+                at(c.since + limit);
+                idle.push((c.since, *ino, false));
+            } else {
+                if now >= c.since + limits.header_timeout {
+                    self.close(c, "header_timeout", Some(RESPONSE_408));
+                    gone.push(*ino);
+                    continue;
+                }
+                at(c.since + limits.header_timeout);
+                if snap.unread > 0 {
+                    if now.duration_since(c.consumed_moved) >= STALL {
+                        stalled = true;
+                    } else {
+                        at(c.consumed_moved + STALL);
+                    }
+                } else {
+                    // A drip: bytes arrive but no request completes.
+                    idle.push((c.since, *ino, true));
+                }
+            }
+        }
+        idle.sort();
+        let shed = |n: usize, reason: &str, conns: &mut HashMap<u64, Conn>, gone: &mut Vec<u64>| {
+            let victims: Vec<(u64, bool)> = idle
+                .iter()
+                .filter(|(_, i, _)| !gone.contains(i))
+                .take(n)
+                .map(|(_, i, partial)| (*i, *partial))
+                .collect();
+            for (ino, partial) in victims {
+                if let Some(c) = conns.get(&ino) {
+                    self.close(c, reason, partial.then_some(RESPONSE_503));
+                    gone.push(ino);
+                }
+            }
+        };
+        let live = conns.len() - gone.len();
+        if live > limits.max_connections {
+            shed(
+                live - limits.max_connections,
+                "over_capacity",
+                &mut conns,
+                &mut gone,
+            );
+        }
+        if stalled {
+            shed(1, "stalled", &mut conns, &mut gone);
+        }
+        for ino in gone {
+            if let Some(c) = conns.remove(&ino) {
+                self.epoll.delete(c.sock.fd);
+            }
+        }
+        let open = conns.len() as i64;
+        self.open_count.store(open, Ordering::Relaxed);
+        self.metrics.open.set(open);
+        deadline
+    }
+}
+
+const RESPONSE_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+const RESPONSE_503: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";

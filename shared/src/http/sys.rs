@@ -1,0 +1,322 @@
+//! The few Linux system calls the connection guard needs, wrapped safely.
+//!
+//! Everything here works on file descriptors the guard does not own: tiny_http
+//! owns the client sockets. The guard only *looks* at them (fstat,
+//! getsockname, getpeername, TCP_INFO, FIONREAD) and may `shutdown(2)` one,
+//! which ends tiny_http's blocking read at once without closing the fd under
+//! its feet. Descriptors are identified by (fd, inode) and the inode is
+//! re-checked right before acting, so a number reused for another file is
+//! never touched.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// Raises the soft open-files limit to the hard limit (as Go's runtime does)
+/// and returns the new soft limit. A default soft limit of 1024 would let a
+/// burst of connections hit EMFILE, and EMFILE from accept ends tiny_http's
+/// accept loop for good.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: valid pointer to an rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// The inode of whatever `fd` refers to, if it is a socket.
+pub fn socket_inode(fd: RawFd) -> Option<u64> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat into valid memory.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded.
+    let st = unsafe { st.assume_init() };
+    ((st.st_mode & libc::S_IFMT) == libc::S_IFSOCK).then_some(st.st_ino)
+}
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: family says this is a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family says this is a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn name_of(
+    fd: RawFd,
+    f: unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
+) -> Option<SocketAddr> {
+    let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: buffer and length are valid.
+    if unsafe { f(fd, ss.as_mut_ptr() as *mut libc::sockaddr, &mut len) } != 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised and filled by the kernel.
+    sockaddr_to_std(unsafe { ss.assume_init_ref() })
+}
+
+pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    name_of(fd, libc::getsockname)
+}
+
+pub fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+    name_of(fd, libc::getpeername)
+}
+
+/// An accepted client socket of ours, as found in /proc/self/fd.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket {
+    pub fd: RawFd,
+    pub inode: u64,
+    pub peer: SocketAddr,
+}
+
+/// Every connected TCP socket whose local port is `port` (the accepted client
+/// connections of our listener), one entry per socket: tiny_http holds two
+/// descriptors per connection (it clones the stream), deduplicated by inode.
+pub fn client_sockets(port: u16, listener_fd: RawFd) -> Vec<ClientSocket> {
+    let mut out: Vec<ClientSocket> = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        if fd == listener_fd {
+            continue;
+        }
+        let Some(inode) = socket_inode(fd) else {
+            continue;
+        };
+        if out.iter().any(|c| c.inode == inode) {
+            continue;
+        }
+        if local_addr(fd).map(|a| a.port()) != Some(port) {
+            continue;
+        }
+        let Some(peer) = peer_addr(fd) else { continue };
+        out.push(ClientSocket { fd, inode, peer });
+    }
+    out
+}
+
+/// The prefix of the kernel's `struct tcp_info` we read (Linux ABI, stable
+/// since 4.1 for the fields up to `tcpi_bytes_received`).
+#[repr(C)]
+#[derive(Default)]
+struct TcpInfo {
+    state: u8,
+    ca_state: u8,
+    retransmits: u8,
+    probes: u8,
+    backoff: u8,
+    options: u8,
+    wscale: u8,
+    app_limited: u8,
+    u32s: [u32; 24],
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    bytes_acked: u64,
+    bytes_received: u64,
+}
+
+/// What the kernel knows about a connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpSnapshot {
+    /// TCP state (1 = ESTABLISHED, 8 = CLOSE_WAIT, ...).
+    pub state: u8,
+    /// Payload bytes received since the connection opened.
+    pub bytes_received: u64,
+    /// Bytes received but not yet read by the application.
+    pub unread: u64,
+}
+
+impl TcpSnapshot {
+    /// Bytes the application (tiny_http) has read so far.
+    pub fn consumed(&self) -> u64 {
+        self.bytes_received.saturating_sub(self.unread)
+    }
+}
+
+pub fn tcp_snapshot(fd: RawFd) -> Option<TcpSnapshot> {
+    let mut info = TcpInfo::default();
+    let mut len = size_of::<TcpInfo>() as libc::socklen_t;
+    // SAFETY: buffer and length are valid; the kernel writes at most len bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut TcpInfo as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 || (len as usize) < size_of::<TcpInfo>() {
+        return None;
+    }
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) } != 0 {
+        unread = 0;
+    }
+    Some(TcpSnapshot {
+        state: info.state,
+        bytes_received: info.bytes_received,
+        unread: unread.max(0) as u64,
+    })
+}
+
+/// `shutdown(2)` of one direction or both; errors (already closed) are ignored.
+pub fn shutdown(fd: RawFd, read: bool, write: bool) {
+    let how = match (read, write) {
+        (true, true) => libc::SHUT_RDWR,
+        (true, false) => libc::SHUT_RD,
+        (false, true) => libc::SHUT_WR,
+        (false, false) => return,
+    };
+    // SAFETY: shutdown on an fd has no memory effects.
+    unsafe { libc::shutdown(fd, how) };
+}
+
+/// Best-effort, non-blocking send (a final 408/431/503 before closing).
+pub fn send_nowait(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: valid buffer; MSG_DONTWAIT never blocks, MSG_NOSIGNAL avoids SIGPIPE.
+    unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr() as *const libc::c_void,
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+}
+
+/// A minimal epoll set; tokens are u64s chosen by the caller.
+pub struct Epoll {
+    fd: RawFd,
+}
+
+pub const READABLE: u32 = libc::EPOLLIN as u32;
+pub const EDGE: u32 = libc::EPOLLET as u32;
+pub const HANGUP: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll { fd })
+    }
+
+    pub fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: valid event pointer.
+        if unsafe { libc::epoll_ctl(self.fd, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, fd: RawFd) {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: valid event pointer (ignored by the kernel for DEL).
+        unsafe { libc::epoll_ctl(self.fd, libc::EPOLL_CTL_DEL, fd, &mut ev) };
+    }
+
+    /// Waits up to `timeout_ms` (-1 = forever); returns (token, events) pairs.
+    pub fn wait(&self, out: &mut Vec<(u64, u32)>, timeout_ms: i32) {
+        out.clear();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        // SAFETY: buffer of 64 events.
+        let n = unsafe { libc::epoll_wait(self.fd, evs.as_mut_ptr(), 64, timeout_ms) };
+        for ev in evs.iter().take(n.max(0) as usize) {
+            let (token, events) = (ev.u64, ev.events);
+            out.push((token, events));
+        }
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// An eventfd to wake the guard thread (stop, drain, a handler's request).
+pub struct EventFd {
+    fd: RawFd,
+}
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(EventFd { fd })
+    }
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64.
+        unsafe { libc::write(self.fd, &one as *const u64 as *const libc::c_void, 8) };
+    }
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
+        unsafe { libc::read(self.fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
