@@ -28,9 +28,10 @@
 //! * `idle_timeout`: a keep-alive connection silent since its last response
 //!   for the idle timeout → close.
 //! * `header_too_large`: tiny_http has read more than the header limit of a
-//!   request it has not handed to a handler yet → 431 and close. Bytes are
-//!   counted as they arrive, so memory stays bounded by about the limit plus
-//!   what arrives during one guard wake-up.
+//!   request it has not handed to a handler yet → 431 and abort (RST). Bytes
+//!   are counted as they arrive and the receive buffer is fixed at 64 KiB,
+//!   so memory stays bounded by about the limit plus what arrives during one
+//!   guard wake-up.
 //! * `request_timeout`: a request in flight for longer than the header
 //!   timeout (a body dripping into the drain that tiny_http does on drop) →
 //!   the read side is shut so the handler's response can still go out.
@@ -40,7 +41,7 @@
 //!   (tiny_http's task-pool race) → the longest-idle connection is closed to
 //!   free its thread for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -51,11 +52,20 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 use super::sys::{self, ClientSocket, Epoll, EventFd, TcpSnapshot};
 
-/// Rescan period while connections exist (the open-connections gauge and
-/// the discovery of fds tiny_http closed by itself lag by at most this).
-const RESCAN: Duration = Duration::from_secs(1);
+/// Rescan period. New connections are normally found at once (the listener
+/// wakes us) and closed ones drop out on the next evaluation; the periodic
+/// rescan bounds the delay when a wake-up is missed (seen under heavy CPU
+/// contention) at a cost of about 30 µs.
+const RESCAN: Duration = Duration::from_secs(2);
 /// A request byte left unread for this long means no thread is serving it.
 const STALL: Duration = Duration::from_millis(100);
+/// A partial request older than this may be shed to unblock a stalled one.
+const SLOW_DRIP: Duration = Duration::from_secs(1);
+/// Connections waiting this long in the accept queue, with no new
+/// connection reaching tiny_http meanwhile, mean its accept loop is gone.
+const ACCEPT_STUCK: Duration = Duration::from_secs(3);
+/// How often the listener itself is checked while nothing else happens.
+const LIVENESS: Duration = Duration::from_secs(1);
 /// Wake-ups are coalesced: under load the guard runs at most once per this.
 const COALESCE: Duration = Duration::from_millis(2);
 
@@ -109,10 +119,15 @@ struct Inner {
     wake: EventFd,
     activity: Mutex<HashMap<SocketAddr, Activity>>,
     conns: Mutex<HashMap<u64, Conn>>,
+    /// Sockets we shut down that tiny_http has not closed yet.
+    closed: Mutex<HashSet<u64>>,
     metrics: Metrics,
     stop: AtomicBool,
     draining: AtomicBool,
+    listener_closed: AtomicBool,
+    listener_inode: Option<u64>,
     open_count: AtomicI64,
+    on_fatal: Box<dyn Fn(String) + Send + Sync>,
 }
 
 /// Handle shared by the server, its handler threads and the guard thread.
@@ -129,6 +144,7 @@ impl Guard {
         port: u16,
         listener_fd: RawFd,
         registry: &Registry,
+        on_fatal: Box<dyn Fn(String) + Send + Sync>,
     ) -> std::io::Result<Guard> {
         let open = IntGauge::new(
             "http_connections_open",
@@ -181,10 +197,14 @@ impl Guard {
             wake,
             activity: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
+            closed: Mutex::new(HashSet::new()),
             metrics: Metrics { open, closed },
             stop: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            listener_closed: AtomicBool::new(false),
+            listener_inode: sys::socket_inode(listener_fd),
             open_count: AtomicI64::new(0),
+            on_fatal,
         });
         let run = inner.clone();
         std::thread::Builder::new()
@@ -247,6 +267,11 @@ impl Guard {
         }
     }
 
+    /// The listener is being shut on purpose: stop watching the accept queue.
+    pub fn listener_closing(&self) {
+        self.inner.listener_closed.store(true, Ordering::SeqCst);
+    }
+
     /// From now on idle connections are closed at once (graceful stop).
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
@@ -286,11 +311,12 @@ impl Inner {
         // scan; look again a little later.
         let mut follow_ups: Vec<Instant> = Vec::new();
         let mut next_deadline: Option<Instant> = None;
+        let mut last_discovery = Instant::now();
+        let mut backlog_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let mut wake_at = next_deadline;
-            let has_conns = self.open_count.load(Ordering::Relaxed) > 0;
-            if has_conns || self.draining.load(Ordering::Relaxed) {
+            {
                 let rescan = if self.draining.load(Ordering::Relaxed) {
                     last_scan + Duration::from_millis(10)
                 } else {
@@ -298,28 +324,47 @@ impl Inner {
                 };
                 wake_at = Some(wake_at.map_or(rescan, |w| w.min(rescan)));
             }
+            if backlog_since.is_some() {
+                let check = now + Duration::from_millis(500);
+                wake_at = Some(wake_at.map_or(check, |w| w.min(check)));
+            }
             if let Some(f) = follow_ups.iter().min() {
                 wake_at = Some(wake_at.map_or(*f, |w| w.min(*f)));
             }
+            // The listener is checked at least once a second (see below).
+            let liveness = now + LIVENESS;
+            wake_at = Some(wake_at.map_or(liveness, |w| w.min(liveness)));
             let timeout_ms = match wake_at {
                 None => -1,
-                Some(t) => t.saturating_duration_since(now).as_millis().min(60_000) as i32,
+                // Rounded up: a deadline 0.4 ms away must not become a
+                // zero timeout and a spin.
+                Some(t) => {
+                    let us = t.saturating_duration_since(now).as_micros();
+                    us.div_ceil(1000).min(60_000) as i32
+                }
             };
             self.epoll.wait(&mut events, timeout_ms);
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
             let now = Instant::now();
+            log::trace!(events = events.len(), timeout_ms = timeout_ms; "guard: woke");
             let mut scan =
                 now.duration_since(last_scan) >= RESCAN || self.draining.load(Ordering::Relaxed);
             for &(token, ev) in &events {
                 match token {
                     TOKEN_LISTENER => {
                         scan = true;
+                        // Let tiny_http take the new connections off the
+                        // accept queue before we look for their fds (under
+                        // CPU pressure its accept thread can lag by more
+                        // than any fixed follow-up delay).
+                        self.wait_accepted(ACCEPT_STUCK);
                         follow_ups = vec![
-                            now + Duration::from_millis(1),
                             now + Duration::from_millis(5),
                             now + Duration::from_millis(25),
+                            now + Duration::from_millis(100),
+                            now + Duration::from_millis(500),
                         ];
                     }
                     TOKEN_WAKE => self.wake.drain(),
@@ -333,8 +378,38 @@ impl Inner {
                 scan = true;
             }
             if scan {
-                self.rescan(now);
+                if self.rescan(now) {
+                    last_discovery = now;
+                }
                 last_scan = now;
+            }
+            // tiny_http's accept loop can end for good (an accept error ends
+            // it; EMFILE while cloning a stream panics its thread). Either
+            // way connections pile up in the accept queue and nothing takes
+            // them: report it so the process exits and is restarted.
+            // If its thread panicked, the listener was dropped with it:
+            // our fd is closed (or reused) and nothing listens any more.
+            let listening = self.listener_inode.is_some()
+                && sys::socket_inode(self.listener_fd) == self.listener_inode
+                && sys::accept_backlog(self.listener_fd).is_some();
+            if !listening && !self.listener_closed.load(Ordering::SeqCst) {
+                (self.on_fatal)("the listening socket is gone".to_string());
+                return;
+            }
+            match sys::accept_backlog(self.listener_fd).filter(|n| *n > 0) {
+                Some(waiting) if !self.listener_closed.load(Ordering::SeqCst) => {
+                    let since = *backlog_since.get_or_insert(now);
+                    if now.duration_since(since) >= ACCEPT_STUCK
+                        && now.duration_since(last_discovery) >= ACCEPT_STUCK
+                    {
+                        (self.on_fatal)(format!(
+                            "accept loop is not accepting: {waiting} connections waiting for {}s",
+                            ACCEPT_STUCK.as_secs()
+                        ));
+                        return;
+                    }
+                }
+                _ => backlog_since = None,
             }
             next_deadline = self.evaluate(now);
             if !events.is_empty() {
@@ -343,25 +418,55 @@ impl Inner {
         }
     }
 
-    /// Reconciles our table with the sockets that exist now.
-    fn rescan(&self, now: Instant) {
-        let found = sys::client_sockets(self.port, self.listener_fd);
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.retain(|ino, c| {
-            let keep = found.iter().any(|s| s.inode == *ino && s.fd == c.sock.fd);
-            if !keep {
-                self.epoll.delete(c.sock.fd);
+    /// Waits until the accept queue is empty (or `max` passed; a queue that
+    /// never empties is the dead-accept-loop case handled in `run`).
+    fn wait_accepted(&self, max: Duration) {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(100);
+        while start.elapsed() < max && !self.stop.load(Ordering::Relaxed) {
+            match sys::accept_backlog(self.listener_fd) {
+                Some(n) if n > 0 => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                _ => return,
             }
-            keep
+        }
+    }
+
+    /// Reconciles our table with the sockets that exist now; returns whether
+    /// a new one was found.
+    fn rescan(&self, now: Instant) -> bool {
+        let mut discovered = false;
+        let found = sys::client_sockets(self.port, self.listener_fd);
+        log::trace!(found = found.len(); "guard: rescan");
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        // Never EPOLL_CTL_DEL here: epoll keys registrations by (fd number,
+        // open file), a DEL by a number that was closed and reused would
+        // remove the registration of the *new* connection. Registrations of
+        // closed sockets vanish by themselves, stray events are ignored.
+        conns.retain(|ino, c| match found.iter().find(|s| s.inode == *ino) {
+            Some(s) => {
+                // tiny_http may have closed the fd we used but not its twin.
+                c.sock.fd = s.fd;
+                true
+            }
+            None => false,
         });
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        closed.retain(|ino| found.iter().any(|s| s.inode == *ino));
         for s in found {
-            if conns.contains_key(&s.inode) {
+            if conns.contains_key(&s.inode) || closed.contains(&s.inode) {
                 continue;
             }
             let watch = sys::READABLE | sys::EDGE | sys::HANGUP;
-            if self.epoll.add(s.fd, s.inode, watch).is_err() {
-                continue;
+            match self.epoll.add(s.fd, s.inode, watch) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(_) => continue,
             }
+            discovered = true;
+            log::trace!(fd = s.fd, inode = s.inode, peer = s.peer.to_string().as_str(); "guard: new connection");
             conns.insert(
                 s.inode,
                 Conn {
@@ -376,6 +481,7 @@ impl Inner {
                 },
             );
         }
+        drop(closed);
         let open = conns.len();
         // Forget handler bookkeeping of peers that are gone.
         let peers: Vec<SocketAddr> = conns.values().map(|c| c.sock.peer).collect();
@@ -385,6 +491,7 @@ impl Inner {
         drop(activity);
         self.open_count.store(open as i64, Ordering::Relaxed);
         self.metrics.open.set(open as i64);
+        discovered
     }
 
     fn close(&self, c: &Conn, reason: &str, response: Option<&[u8]>) {
@@ -392,13 +499,24 @@ impl Inner {
         if sys::socket_inode(c.sock.fd) != Some(c.sock.inode) {
             return;
         }
+        // Counted before acting, so that whoever sees the close can already
+        // see it in /metrics.
+        if !reason.is_empty() {
+            self.metrics.closed.with_label_values(&[reason]).inc();
+            log::debug!(peer = c.sock.peer.to_string().as_str(), reason = reason; "connection closed by guard");
+        }
+        // Until tiny_http closes it, a rescan must not take it for new.
+        self.closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.sock.inode);
         if let Some(r) = response {
             sys::send_nowait(c.sock.fd, r);
         }
         sys::shutdown(c.sock.fd, true, true);
-        if !reason.is_empty() {
-            self.metrics.closed.with_label_values(&[reason]).inc();
-            log::debug!(peer = c.sock.peer.to_string().as_str(), reason = reason; "connection closed by guard");
+        if reason == "header_too_large" {
+            // The client is still sending: end it now (RST), see sys::abort.
+            sys::abort(c.sock.fd);
         }
     }
 
@@ -499,11 +617,16 @@ impl Inner {
                 }
             }
         }
-        idle.sort();
+        // Idle and silent connections go first (oldest first); partial
+        // requests only after them, and for a stall only slow ones.
+        idle.sort_by_key(|(since, ino, partial)| (*partial, *since, *ino));
         let shed = |n: usize, reason: &str, conns: &mut HashMap<u64, Conn>, gone: &mut Vec<u64>| {
             let victims: Vec<(u64, bool)> = idle
                 .iter()
                 .filter(|(_, i, _)| !gone.contains(i))
+                .filter(|(since, _, partial)| {
+                    reason != "stalled" || !partial || now.duration_since(*since) >= SLOW_DRIP
+                })
                 .take(n)
                 .map(|(_, i, partial)| (*i, *partial))
                 .collect();
@@ -527,9 +650,7 @@ impl Inner {
             shed(1, "stalled", &mut conns, &mut gone);
         }
         for ino in gone {
-            if let Some(c) = conns.remove(&ino) {
-                self.epoll.delete(c.sock.fd);
-            }
+            conns.remove(&ino);
         }
         let open = conns.len() as i64;
         self.open_count.store(open, Ordering::Relaxed);

@@ -9,9 +9,10 @@
 //!    shutdown delay while we keep serving;
 //! 2. [`Server::stop_accepting`]: `shutdown(2)` on the listening socket ends
 //!    tiny_http's blocking accept, so new connections are refused;
-//! 3. [`Server::drain`]: responses now carry `Connection: close`, the guard
-//!    closes connections that are idle, and we wait until every open
-//!    connection is gone and no request is in flight, up to the timeout.
+//! 3. [`Server::drain`]: the guard closes every connection as soon as it is
+//!    idle (right after its response; tiny_http does not let a handler set
+//!    `Connection: close`), and we wait until every open connection is gone
+//!    and no request is in flight, up to the timeout.
 //!
 //! tiny_http's accept loop also ends for good on any accept error (EMFILE,
 //! ENFILE, ENOBUFS...). It then pushes that error to the request queue; the
@@ -33,6 +34,9 @@ use super::guard::{Guard, Limits};
 use super::{HttpConfig, Reply, RequestMetrics, Router};
 use crate::shutdown::Shutdown;
 
+/// Receive buffer per connection (the kernel doubles it: 64 KiB in effect).
+const RECV_BUFFER: usize = 32 * 1024;
+
 /// What the handler threads share.
 struct App {
     router: Router,
@@ -40,7 +44,6 @@ struct App {
     panics: IntCounter,
     guard: Guard,
     max_body: u64,
-    closing: AtomicBool,
     stopping: AtomicBool,
     shutdown: Shutdown,
 }
@@ -67,6 +70,17 @@ impl Server {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let listener_fd = listener.as_raw_fd();
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux.
+        // tiny_http writes the head and the body of a response separately;
+        // with Nagle on, a keep-alive client's delayed ACK would hold the
+        // body back for 40 ms.
+        super::sys::set_nodelay(listener_fd);
+        // A small fixed receive buffer (also inherited): our requests are a
+        // few hundred bytes and carry no body we read, and `shutdown(2)`
+        // does not discard what is already queued, so after the guard cuts
+        // off an oversized header tiny_http still reads (and buffers) at
+        // most this much more. Autotuning would let that grow to megabytes.
+        super::sys::set_recv_buffer(listener_fd, RECV_BUFFER);
         let guard = Guard::start(
             Limits {
                 header_timeout: cfg.header_timeout,
@@ -77,6 +91,13 @@ impl Server {
             addr.port(),
             listener_fd,
             registry,
+            {
+                let shutdown = shutdown.clone();
+                Box::new(move |why: String| {
+                    log::error!(reason = why.as_str(); "HTTP accept loop is dead; exiting so the orchestrator restarts us");
+                    shutdown.fatal(why);
+                })
+            },
         )?;
         let http = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -92,7 +113,6 @@ impl Server {
             panics,
             guard,
             max_body: cfg.max_body_bytes,
-            closing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             shutdown,
         });
@@ -124,6 +144,7 @@ impl Server {
         if self.app.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.app.guard.listener_closing();
         // Linux wakes a blocked accept with EINVAL when its socket is shut
         // down, and takes the socket out of the LISTEN state.
         super::sys::shutdown(self.listener_fd, true, true);
@@ -133,7 +154,6 @@ impl Server {
     /// `timeout`. Returns whether everything finished.
     pub fn drain(&self, timeout: Duration) -> bool {
         self.stop_accepting();
-        self.app.closing.store(true, Ordering::SeqCst);
         self.app.guard.start_draining();
         let deadline = Instant::now() + timeout;
         loop {
@@ -213,7 +233,6 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
 
     // Bodies: none of our routes takes one. Too large → 413 without reading
     // it (the guard shuts the read side so tiny_http's drain ends at once).
-    let mut close = app.closing.load(Ordering::Relaxed);
     let too_large = match rq.body_length() {
         Some(n) => n as u64 > app.max_body,
         None if is_chunked(&rq) => {
@@ -237,7 +256,6 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
     };
     let reply = if too_large {
         app.guard.shut_read(peer);
-        close = true;
         Reply::error(
             413,
             &format!("request body larger than {} bytes", app.max_body),
@@ -264,9 +282,6 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
     response.add_header(header("Content-Type", reply.content_type));
     for (name, value) in &reply.headers {
         response.add_header(header(name, value));
-    }
-    if close {
-        response.add_header(header("Connection", "close"));
     }
     if let Err(e) = rq.respond(response) {
         log::debug!(error = e.to_string().as_str(); "writing response failed");

@@ -178,7 +178,7 @@ impl TcpSnapshot {
     }
 }
 
-pub fn tcp_snapshot(fd: RawFd) -> Option<TcpSnapshot> {
+fn tcp_info(fd: RawFd) -> Option<TcpInfo> {
     let mut info = TcpInfo::default();
     let mut len = size_of::<TcpInfo>() as libc::socklen_t;
     // SAFETY: buffer and length are valid; the kernel writes at most len bytes.
@@ -194,6 +194,21 @@ pub fn tcp_snapshot(fd: RawFd) -> Option<TcpSnapshot> {
     if rc != 0 || (len as usize) < size_of::<TcpInfo>() {
         return None;
     }
+    Some(info)
+}
+
+/// Connections waiting in a listening socket's accept queue (for a socket
+/// in LISTEN state the kernel reports the queue length as `tcpi_unacked`).
+pub fn accept_backlog(listener_fd: RawFd) -> Option<u32> {
+    tcp_info(listener_fd)
+        .filter(|i| i.state == TCP_LISTEN)
+        .map(|i| i.u32s[4])
+}
+
+const TCP_LISTEN: u8 = 10;
+
+pub fn tcp_snapshot(fd: RawFd) -> Option<TcpSnapshot> {
+    let info = tcp_info(fd)?;
     let mut unread: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int.
     if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) } != 0 {
@@ -206,6 +221,35 @@ pub fn tcp_snapshot(fd: RawFd) -> Option<TcpSnapshot> {
     })
 }
 
+fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: valid option pointer and length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Sets TCP_NODELAY (best effort).
+pub fn set_nodelay(fd: RawFd) {
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+}
+
+/// Fixes the receive buffer (the kernel doubles the value and stops
+/// autotuning it).
+pub fn set_recv_buffer(fd: RawFd, bytes: usize) {
+    set_int_opt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        bytes.min(i32::MAX as usize) as libc::c_int,
+    );
+}
+
 /// `shutdown(2)` of one direction or both; errors (already closed) are ignored.
 pub fn shutdown(fd: RawFd, read: bool, write: bool) {
     let how = match (read, write) {
@@ -216,6 +260,25 @@ pub fn shutdown(fd: RawFd, read: bool, write: bool) {
     };
     // SAFETY: shutdown on an fd has no memory effects.
     unsafe { libc::shutdown(fd, how) };
+}
+
+/// Aborts a TCP connection at once: `connect(2)` with an `AF_UNSPEC`
+/// address disconnects the socket (the kernel's `tcp_disconnect`), which
+/// sends a RST, drops both queues and fails any blocked read with an error.
+/// `shutdown(2)` is not enough for a client that is still sending: the
+/// kernel stops opening the receive window but keeps the connection alive
+/// until the peer's zero-window probes time out, minutes later.
+pub fn abort(fd: RawFd) {
+    let mut sa = MaybeUninit::<libc::sockaddr>::zeroed();
+    // SAFETY: zeroed sockaddr with family AF_UNSPEC; length is its size.
+    unsafe {
+        (*sa.as_mut_ptr()).sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        libc::connect(
+            fd,
+            sa.as_ptr(),
+            size_of::<libc::sockaddr>() as libc::socklen_t,
+        );
+    }
 }
 
 /// Best-effort, non-blocking send (a final 408/431/503 before closing).

@@ -1,0 +1,112 @@
+//! Invalid configuration exits 2 with one line naming the variable; the
+//! healthcheck subcommand's exit codes.
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed(),
+    )
+}
+
+#[test]
+fn invalid_env_exits_2_with_one_line_naming_the_variable() {
+    for (var, value) in [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("PORT", "0"),
+        ("LOG_LEVEL", "loud"),
+        ("HTTP_THREADS", "0"),
+        ("HTTP_HEADER_TIMEOUT", "soon"),
+        ("HTTP_IDLE_TIMEOUT", "10ms"),
+        ("HTTP_MAX_CONNECTIONS", "-5"),
+        ("SHUTDOWN_TIMEOUT", "forever"),
+        ("SHUTDOWN_DELAY", "-1"),
+        ("NODE_ENV", "prod uction"),
+    ] {
+        let (code, stderr, took) = run_with(&[(var, value)]);
+        assert_eq!(code, Some(2), "{var}={value}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{var}={value}: {stderr}");
+        assert!(
+            lines[0].contains(&format!("{var}=\"{value}\"")),
+            "{var}={value}: {stderr}"
+        );
+        assert!(lines[0].contains("expected"), "{stderr}");
+        assert!(took < Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn max_connections_must_fit_the_open_files_limit() {
+    let (code, stderr, _) = run_with(&[("HTTP_MAX_CONNECTIONS", "100000")]);
+    // Only when the hard limit is below 200,064 fds; it is on every machine we run on.
+    if code == Some(2) {
+        assert!(stderr.contains("HTTP_MAX_CONNECTIONS"), "{stderr}");
+        assert!(stderr.contains("open-files limit"), "{stderr}");
+    }
+}
+
+#[test]
+fn healthcheck_exit_codes() {
+    let api = Api::start(&[]);
+    let port = api.port.to_string();
+    let out = Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", &port)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Nothing listening.
+    let closed = free_port().to_string();
+    let out = Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", &closed)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    // Something that accepts and never answers: fail within the 2 s budget.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sport = silent.local_addr().unwrap().port().to_string();
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", &sport)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+    drop(silent);
+
+    // Bad PORT for the healthcheck itself is a config error.
+    let out = Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", "nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,352 @@
+//! The connection defence: silent, dripping, idle, surplus and oversized
+//! clients cannot starve the API or grow its memory, malformed input gets a
+//! 4xx or a close, and a dead accept loop ends the process.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn silent_and_dripping_connections_do_not_starve_the_api_and_are_closed_after_the_header_timeout() {
+    let api = Api::start(&[("HTTP_HEADER_TIMEOUT", "4s"), ("HTTP_IDLE_TIMEOUT", "30s")]);
+    let opened = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..200).map(|_| api.connect()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let drips: Vec<_> = (0..20)
+        .map(|_| {
+            let mut s = api.connect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let request = b"GET / HTTP/1.1\r\nHost: t\r\nX-Drip: ";
+                let mut sent = 0usize;
+                let mut closed_after = None;
+                let start = Instant::now();
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(15) {
+                    let byte = if sent < request.len() {
+                        request[sent]
+                    } else {
+                        b'a'
+                    };
+                    if s.write_all(&[byte]).is_err() {
+                        closed_after = Some(start.elapsed());
+                        break;
+                    }
+                    sent += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                closed_after
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A fresh request is answered long before any timeout frees a thread.
+    let t = Instant::now();
+    let r = api.get("/health");
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "fresh request waited {:?}",
+        t.elapsed()
+    );
+
+    // None is closed for the header timeout before it has passed (the guard
+    // may close some silent ones earlier to free threads: reason "stalled").
+    let m = api.metrics();
+    assert_eq!(
+        sample(
+            &m,
+            r#"http_connections_closed_total{reason="header_timeout"}"#
+        ),
+        Some(0.0)
+    );
+    // ...and closed (with a 408) within a generous bound after it.
+    for s in silent.iter_mut() {
+        let left = Duration::from_secs(9).saturating_sub(opened.elapsed());
+        let got = closed_within(s, left.max(Duration::from_millis(10)))
+            .expect("silent connection still open");
+        if !got.is_empty() {
+            assert!(
+                got.starts_with(b"HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+    }
+    assert!(opened.elapsed() >= Duration::from_millis(3900));
+    // The drips are closed too, although they keep sending.
+    for d in drips {
+        let closed_after = d.join().unwrap().expect("drip connection never closed");
+        assert!(closed_after < Duration::from_secs(9), "{closed_after:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let m = api.metrics();
+    let timeouts = sample(
+        &m,
+        r#"http_connections_closed_total{reason="header_timeout"}"#,
+    )
+    .unwrap();
+    let stalls = sample(&m, r#"http_connections_closed_total{reason="stalled"}"#).unwrap();
+    assert!(
+        timeouts + stalls >= 220.0,
+        "closed: {timeouts} timeouts + {stalls} stalls"
+    );
+    assert!(timeouts >= 200.0, "closed: {timeouts} timeouts");
+    assert_eq!(api.get("/").status, 200);
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let api = Api::start(&[
+        ("HTTP_HEADER_TIMEOUT", "10s"),
+        ("HTTP_IDLE_TIMEOUT", "1500ms"),
+    ]);
+    let mut s = api.connect();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 200);
+    let t = Instant::now();
+    // Still usable before the idle timeout.
+    std::thread::sleep(Duration::from_millis(700));
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status, 200);
+    let t2 = Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(6)).is_some(),
+        "idle connection kept open"
+    );
+    let idle_for = t2.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(1400),
+        "closed after {idle_for:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(6));
+    let m = api.metrics();
+    assert!(
+        sample(
+            &m,
+            r#"http_connections_closed_total{reason="idle_timeout"}"#
+        )
+        .unwrap()
+            >= 1.0
+    );
+}
+
+#[test]
+fn connections_above_the_cap_are_closed_quickly_and_the_api_still_answers() {
+    let api = Api::start(&[
+        ("HTTP_MAX_CONNECTIONS", "20"),
+        ("HTTP_HEADER_TIMEOUT", "30s"),
+    ]);
+    let mut conns: Vec<TcpStream> = (0..60).map(|_| api.connect()).collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut still_open = 0;
+    for s in conns.iter_mut() {
+        if closed_within(s, Duration::from_millis(20)).is_none() {
+            still_open += 1;
+        }
+    }
+    assert!(
+        still_open <= 20,
+        "{still_open} of 60 still open with a cap of 20"
+    );
+    assert_eq!(api.get("/health").status, 200);
+    let m = api.metrics();
+    assert!(
+        sample(
+            &m,
+            r#"http_connections_closed_total{reason="over_capacity"}"#
+        )
+        .unwrap()
+            >= 40.0
+    );
+    assert_eq!(sample(&m, "http_connections_max"), Some(20.0));
+    let open = sample(&m, "http_connections_open").unwrap();
+    assert!(open <= 21.0, "open gauge {open}");
+}
+
+/// Bound stated in README: a 64 MiB header raises the peak RSS by less than
+/// 16 MiB (measured: a few MiB), and the client gets a 431 or a close.
+#[test]
+fn a_64_mib_header_does_not_grow_memory() {
+    let api = Api::start(&[]);
+    let (_, peak_before) = api.rss_kib();
+    let t0 = Instant::now();
+    let mut s = api.connect();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Huge: ")
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0usize;
+    while sent < 64 * 1024 * 1024 {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut got = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.read_to_end(&mut got);
+    // The server cuts the client off at once instead of draining it.
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
+    if !got.is_empty() {
+        assert!(
+            got.starts_with(b"HTTP/1.1 431"),
+            "{}",
+            String::from_utf8_lossy(&got[..got.len().min(200)])
+        );
+    }
+    assert!(sent < 64 * 1024 * 1024, "the server read all 64 MiB");
+    let (_, peak_after) = api.rss_kib();
+    let grew = peak_after.saturating_sub(peak_before);
+    eprintln!(
+        "peak RSS before {peak_before} KiB, after {peak_after} KiB, sent {} KiB",
+        sent / 1024
+    );
+    assert!(grew < 16 * 1024, "peak RSS grew by {grew} KiB");
+    let m = api.metrics();
+    let closed: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("http_connections_closed_total"))
+        .collect();
+    assert!(
+        sample(
+            &m,
+            r#"http_connections_closed_total{reason="header_too_large"}"#
+        )
+        .unwrap()
+            >= 1.0,
+        "{closed:?}"
+    );
+    assert_eq!(api.get("/health").status, 200);
+}
+
+#[test]
+fn garbage_and_truncated_requests_get_400_or_a_close_and_the_server_keeps_serving() {
+    let api = Api::start(&[
+        ("HTTP_HEADER_TIMEOUT", "2s"),
+        ("LOG_LEVEL", "info,orion_shared::http::guard=trace"),
+    ]);
+    let inputs: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02\x03\xff\xfe\r\n\r\n".to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\nHost: t\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: t\r\nX: \xc3\x28\r\n\r\n".to_vec(),
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect(),
+    ];
+    for input in &inputs {
+        let mut s = api.connect();
+        let _ = s.write_all(input);
+        let (bytes, closed) = read_for(&mut s, Duration::from_secs(8));
+        let shown = String::from_utf8_lossy(&input[..input.len().min(40)]).into_owned();
+        if bytes.is_empty() {
+            // No answer: then the connection must have been closed.
+            assert!(
+                closed,
+                "connection left open without an answer for {shown:?}: {:?}",
+                api.stdout_lines().iter().rev().take(20).collect::<Vec<_>>()
+            );
+        } else {
+            let status: u16 = String::from_utf8_lossy(&bytes)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            // A 4xx/505, or (for input tiny_http parses leniently) a normal answer.
+            assert!(
+                (400..500).contains(&status) || status == 505 || status == 200,
+                "input {shown:?} got {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        assert_eq!(api.get("/health").status, 200);
+    }
+    // Truncated requests: the client goes away mid-request.
+    for cut in [3usize, 10, 20, 30] {
+        let full = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let mut s = api.connect();
+        s.write_all(&full[..cut]).unwrap();
+        drop(s);
+    }
+    assert_eq!(api.get("/health").status, 200);
+    assert!(api.child.id() > 0);
+}
+
+#[test]
+fn a_dead_accept_loop_ends_the_process_with_a_non_zero_code() {
+    // A hard open-files limit of 96 with a cap of 10 connections passes the
+    // start-up budget check; a burst of connections then exhausts the
+    // descriptors faster than the guard can shed them, accept fails with
+    // EMFILE and tiny_http's accept loop ends for good.
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PORT", port.to_string())
+        .env("HTTP_MAX_CONNECTIONS", "10")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 96,
+                rlim_max: 96,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut held = Vec::new();
+    let mut status = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        for _ in 0..50 {
+            if let Ok(s) = TcpStream::connect(addr) {
+                held.push(s);
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            status = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status =
+        status.unwrap_or_else(|| panic!("process kept running with a dead accept loop: {out}"));
+    assert_eq!(status.code(), Some(1));
+    assert!(out.contains("accept loop"), "{out}");
+}

@@ -1,0 +1,135 @@
+//! The graceful-shutdown contract Kubernetes relies on: readiness fails at
+//! once, serving continues for SHUTDOWN_DELAY, then new connections are
+//! refused, in-flight requests complete, and the process exits 0 within
+//! SHUTDOWN_TIMEOUT. A second signal exits at once.
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn requests_in_flight_when_sigterm_lands_all_complete() {
+    let mut api = Api::start(&[("SHUTDOWN_TIMEOUT", "10s")]);
+    // 20 requests half-sent (the server has their connections and some bytes).
+    let mut conns: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = api.connect();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Half: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // And some idle keep-alive connections that have had their answer.
+    let mut idle: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = api.connect();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_response(&mut s).unwrap().status, 200);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    api.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    for s in conns.iter_mut() {
+        s.write_all(b"yes\r\n\r\n").unwrap();
+    }
+    for s in conns.iter_mut() {
+        let r = read_response(s).expect("in-flight request lost");
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    // Answered and idle keep-alive connections are closed, not waited for.
+    for s in conns.iter_mut().chain(idle.iter_mut()) {
+        assert!(closed_within(s, Duration::from_secs(5)).is_some());
+    }
+    let (status, _) = api
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // New connections are refused once stopped.
+    assert!(TcpStream::connect(api.addr()).is_err());
+}
+
+#[test]
+fn readiness_fails_at_once_and_serving_continues_for_the_delay() {
+    let mut api = Api::start(&[("SHUTDOWN_DELAY", "2s"), ("SHUTDOWN_TIMEOUT", "5s")]);
+    assert_eq!(api.get("/ready").status, 200);
+    let t0 = Instant::now();
+    api.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    let r = api.get("/ready");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["status"], "shutting down");
+    // Still serving new connections during the delay.
+    assert_eq!(api.get("/health").status, 200);
+    assert_eq!(api.get("/").status, 200);
+    let (status, _) = api
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit");
+    assert_eq!(status.code(), Some(0));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "left before the delay: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let lines = api.stdout_lines();
+    assert!(lines.iter().any(|l| l.contains("shutting down")));
+}
+
+#[test]
+fn a_request_that_never_completes_does_not_hold_the_process_past_the_timeout() {
+    let mut api = Api::start(&[("SHUTDOWN_TIMEOUT", "1s"), ("HTTP_HEADER_TIMEOUT", "30s")]);
+    let mut s = api.connect();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Forever: ")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    api.signal(libc::SIGTERM);
+    let (status, _) = api
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit");
+    assert_eq!(status.code(), Some(0));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert!(api
+        .stdout_lines()
+        .iter()
+        .any(|l| l.contains("shutdown timeout reached")));
+}
+
+#[test]
+fn sigint_behaves_like_sigterm_and_a_second_signal_exits_at_once() {
+    let mut api = Api::start(&[]);
+    api.signal(libc::SIGINT);
+    let (status, took) = api.wait_exit(Duration::from_secs(5)).expect("did not exit");
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(2));
+
+    let mut api = Api::start(&[("SHUTDOWN_DELAY", "60s")]);
+    api.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        api.child.try_wait().unwrap().is_none(),
+        "exited before its delay"
+    );
+    api.signal(libc::SIGTERM);
+    let (status, took) = api
+        .wait_exit(Duration::from_secs(5))
+        .expect("second signal ignored");
+    assert_eq!(status.code(), Some(130));
+    assert!(took < Duration::from_secs(1));
+}

@@ -1,0 +1,37 @@
+//! The Linux probes the connection guard relies on, checked against real
+//! sockets.
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+
+use orion_shared::http::sys;
+
+#[test]
+fn accept_backlog_counts_unaccepted_connections() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    assert_eq!(sys::accept_backlog(l.as_raw_fd()), Some(0));
+    let _c: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(sys::accept_backlog(l.as_raw_fd()), Some(3));
+    let (_a, _) = l.accept().unwrap();
+    assert_eq!(sys::accept_backlog(l.as_raw_fd()), Some(2));
+}
+
+#[test]
+fn client_sockets_and_tcp_snapshot() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut c = TcpStream::connect(addr).unwrap();
+    let (server_side, peer) = l.accept().unwrap();
+    let _clone = server_side.try_clone().unwrap();
+    let found = sys::client_sockets(addr.port(), l.as_raw_fd());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].peer, peer);
+    c.write_all(b"hello").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let snap = sys::tcp_snapshot(server_side.as_raw_fd()).unwrap();
+    assert_eq!(snap.bytes_received, 5);
+    assert_eq!(snap.unread, 5);
+    assert_eq!(snap.consumed(), 0);
+}
