@@ -1,0 +1,351 @@
+//! The real binary as a service: run at start, the metrics port, JSON logs, signals, config errors.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{run, sample, Worker};
+
+const WORKER_METRICS: &[&str] = &[
+    "worker_jobs_success_total",
+    "worker_jobs_failure_total",
+    "worker_job_duration_seconds_bucket",
+    "worker_job_duration_seconds_sum",
+    "worker_job_duration_seconds_count",
+    "worker_jobs_skipped_total",
+    "worker_job_running",
+    "worker_last_success_timestamp_seconds",
+    "worker_next_run_timestamp_seconds",
+];
+
+const SHARED_METRICS: &[&str] = &[
+    "http_connections_open",
+    "http_connections_max",
+    "http_connections_closed_total",
+    "orion_build_info",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
+
+/// `promtool check metrics` must report nothing. promtool is optional on a workstation, required
+/// in CI (a missing tool there is a failure, not a skip).
+fn promtool_check(metrics: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "promtool is required under CI=true (make deps installs it)"
+            );
+            eprintln!("promtool not installed: skipping `promtool check metrics` (not CI)");
+            return;
+        }
+        Err(e) => panic!("promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
+
+#[test]
+fn runs_at_start_serves_health_ready_metrics_and_stops_on_sigterm_within_a_second() {
+    let mut w = Worker::start(&[
+        ("CRON_SCHEDULE", "@yearly"),
+        ("JOB_DURATION_MS", "20"),
+        ("NODE_ENV", "uat"),
+    ]);
+    let started = w.wait_log("worker started", Duration::from_secs(5));
+    assert_eq!(started["schedule"], "@yearly");
+    assert_eq!(started["zone"], "UTC");
+    assert_eq!(started["saffron"], "0 0 1 1 *");
+    assert!(started["next_run"]
+        .as_str()
+        .unwrap()
+        .contains("-01-01T00:00:00"));
+    let done = w.wait_log("job completed", Duration::from_secs(5));
+    assert!(done["records"].is_u64() && done["duration_ms"].as_f64().unwrap() >= 20.0);
+    let job = w
+        .log_with("updating timestamps of today's records")
+        .unwrap();
+    assert!(job["date"].as_str().unwrap().len() == 10);
+    assert_eq!(w.log_with("job started").unwrap()["trigger"], "start");
+    for line in w.logs() {
+        assert_eq!(line["service"], "worker");
+        assert_eq!(line["environment"], "uat");
+        assert!(line["timestamp"].is_string() && line["level"].is_string());
+    }
+
+    let (status, body) = w.get("/health").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["service"], "worker");
+    assert_eq!(w.get("/ready").unwrap().0, 200);
+    assert_eq!(w.get("/nope").unwrap().0, 404);
+
+    let (status, metrics) = w.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    for name in WORKER_METRICS.iter().chain(SHARED_METRICS) {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert_eq!(sample(&metrics, "worker_jobs_success_total"), Some(1.0));
+    assert_eq!(sample(&metrics, "worker_jobs_failure_total"), Some(0.0));
+    assert_eq!(sample(&metrics, "worker_job_running"), Some(0.0));
+    assert!(sample(&metrics, "worker_last_success_timestamp_seconds").unwrap() > 1.7e9);
+    assert!(sample(&metrics, "worker_next_run_timestamp_seconds").unwrap() > 1.7e9);
+    assert!(metrics.contains("worker_job_duration_seconds_bucket{le=\"0.01\"}"));
+    assert!(metrics.contains("worker_job_duration_seconds_bucket{le=\"600\"}"));
+    assert!(metrics.contains("orion_build_info{commit="));
+    assert!(metrics.contains("service=\"worker\""));
+    promtool_check(&metrics);
+
+    w.signal(libc::SIGTERM);
+    let (status, took) = w.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took < Duration::from_secs(1),
+        "SIGTERM while idle took {took:?}"
+    );
+    let stopped = w.wait_log("worker stopped", Duration::from_secs(1));
+    assert_eq!(stopped["how"], "idle");
+}
+
+#[test]
+fn failures_are_counted_and_logged() {
+    let w = Worker::start(&[
+        ("CRON_SCHEDULE", "@yearly"),
+        ("JOB_DURATION_MS", "0"),
+        ("JOB_FAILURE_RATE", "1"),
+    ]);
+    let failed = w.wait_log("job failed", Duration::from_secs(5));
+    assert!(failed["error"]
+        .as_str()
+        .unwrap()
+        .contains("JOB_FAILURE_RATE"));
+    assert_eq!(failed["level"], "error");
+    let metrics = w.get("/metrics").unwrap().1;
+    assert_eq!(sample(&metrics, "worker_jobs_failure_total"), Some(1.0));
+    assert_eq!(sample(&metrics, "worker_jobs_success_total"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "worker_last_success_timestamp_seconds"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn run_on_start_false_waits_for_the_schedule() {
+    let w = Worker::start(&[("CRON_SCHEDULE", "@yearly"), ("RUN_ON_START", "false")]);
+    w.wait_log("worker started", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(w.log_with("job started").is_none());
+    let metrics = w.get("/metrics").unwrap().1;
+    assert_eq!(sample(&metrics, "worker_jobs_success_total"), Some(0.0));
+}
+
+#[test]
+fn sigterm_during_a_run_lets_the_job_finish() {
+    let mut w = Worker::start(&[
+        ("CRON_SCHEDULE", "@yearly"),
+        ("JOB_DURATION_MS", "1500"),
+        ("SHUTDOWN_TIMEOUT", "10s"),
+    ]);
+    w.wait_log("job started", Duration::from_secs(5));
+    w.signal(libc::SIGTERM);
+    w.wait_log(
+        "stopping: waiting for the running job to finish",
+        Duration::from_secs(2),
+    );
+    assert_eq!(w.get("/ready").unwrap().0, 503, "not ready once stopping");
+    assert_eq!(
+        w.get("/health").unwrap().0,
+        200,
+        "still alive while finishing"
+    );
+    let (status, _) = w.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(w.log_with("job completed").is_some());
+    assert_eq!(
+        w.log_with("worker stopped").unwrap()["how"],
+        "after the running job finished"
+    );
+}
+
+#[test]
+fn sigterm_during_a_run_gives_up_after_the_shutdown_timeout() {
+    let mut w = Worker::start(&[
+        ("CRON_SCHEDULE", "@yearly"),
+        ("JOB_DURATION_MS", "60000"),
+        ("SHUTDOWN_TIMEOUT", "1s"),
+    ]);
+    w.wait_log("job started", Duration::from_secs(5));
+    w.signal(libc::SIGTERM);
+    let (status, took) = w.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(900),
+        "did not wait for the job: {took:?}"
+    );
+    assert!(w.log_with("job completed").is_none());
+    w.wait_log(
+        "stopping: shutdown timeout reached; abandoning the running job",
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        w.log_with("worker stopped").unwrap()["how"],
+        "abandoning the running job"
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut w = Worker::start(&[
+        ("CRON_SCHEDULE", "@yearly"),
+        ("JOB_DURATION_MS", "60000"),
+        ("SHUTDOWN_TIMEOUT", "60s"),
+    ]);
+    w.wait_log("job started", Duration::from_secs(5));
+    w.signal(libc::SIGTERM);
+    w.wait_log(
+        "stopping: waiting for the running job to finish",
+        Duration::from_secs(2),
+    );
+    w.signal(libc::SIGTERM);
+    let (status, took) = w.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn a_job_timeout_is_a_failure() {
+    let w = Worker::start(&[
+        ("CRON_SCHEDULE", "@yearly"),
+        ("JOB_DURATION_MS", "60000"),
+        ("JOB_TIMEOUT", "300ms"),
+    ]);
+    let timed_out = w.wait_log("job failed: timed out; abandoned", Duration::from_secs(5));
+    assert_eq!(timed_out["level"], "error");
+    // The stub honours cancellation: its thread returns and nothing is left running.
+    w.wait_log(
+        "abandoned run finally returned (already counted as failed)",
+        Duration::from_secs(15),
+    );
+    let metrics = w.get("/metrics").unwrap().1;
+    assert_eq!(sample(&metrics, "worker_jobs_failure_total"), Some(1.0));
+    assert_eq!(sample(&metrics, "worker_job_running"), Some(0.0));
+    assert_eq!(w.get("/health").unwrap().0, 200);
+}
+
+#[test]
+fn config_errors_exit_2_with_one_line_naming_the_variable() {
+    for (var, value, needle) in [
+        (
+            "CRON_SCHEDULE",
+            "61 * * * *",
+            "minute field \"61\": value out of range 0-59",
+        ),
+        ("CRON_SCHEDULE", "0 0 31 2 *", "never fires"),
+        ("CRON_SCHEDULE", "* * * * 1-5 extra", "expected 5 fields"),
+        ("TZ", "Mars/Olympus", "IANA time zone"),
+        ("METRICS_PORT", "70000", "1-65535"),
+        ("RUN_ON_START", "maybe", "true or false"),
+        ("JOB_DURATION_MS", "fast", "integer"),
+        ("JOB_FAILURE_RATE", "2", "0-1"),
+        ("JOB_TIMEOUT", "0", "at least 100ms"),
+        ("LOG_LEVEL", "loud", "error"),
+        ("SHUTDOWN_TIMEOUT", "soon", "duration"),
+    ] {
+        // A free port, so a value wrongly accepted cannot collide with anything.
+        let port = common::free_port().to_string();
+        let mut env = vec![(var, value)];
+        if var != "METRICS_PORT" {
+            env.push(("METRICS_PORT", &port));
+        }
+        let out = common::run_timeout(&[], &env, Duration::from_secs(10));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid {var}=\"{value}\"")) && stderr.contains(needle),
+            "{var}={value}: {stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "nothing logged before the config is valid"
+        );
+    }
+}
+
+#[test]
+fn healthcheck_subcommand() {
+    let w = Worker::start(&[("CRON_SCHEDULE", "@yearly")]);
+    let port = w.port.to_string();
+    let ok = run(&["healthcheck"], &[("METRICS_PORT", &port)]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    drop(w);
+    let t = std::time::Instant::now();
+    let down = run(
+        &["healthcheck"],
+        &[("METRICS_PORT", &common::free_port().to_string())],
+    );
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    let bad = run(&["healthcheck"], &[("METRICS_PORT", "x")]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn version_and_help() {
+    let v = run(&["--version"], &[]);
+    assert_eq!(v.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "orion-worker {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    let h = run(&["--help"], &[]);
+    assert_eq!(h.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&h.stdout);
+    for needle in [
+        "schedule",
+        "healthcheck",
+        "CRON_SCHEDULE",
+        "JOB_TIMEOUT",
+        "METRICS_PORT",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from --help");
+    }
+    let bad = run(&["frobnicate"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+}
