@@ -1,0 +1,78 @@
+"""Helpers shared by the image tests and bench_images.py (fixtures live in conftest.py).
+
+The tests drive the real docker engine of this machine with the images `make images`
+built (orion-api:$ORION_TAG, orion-worker:$ORION_TAG). Without an engine they are
+SKIPPED with a loud reason, except under CI=true, where a missing engine (or qemu) is
+a failure: CI must never go green by testing nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TAG = os.environ.get("ORION_TAG", "local")
+IN_CI = os.environ.get("CI") == "true"
+# One label value per test session, so cleanup removes exactly what this run created.
+RUN_ID = f"orion-imgtest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+RUN_LABEL = f"orion.test.run={RUN_ID}"
+
+SERVICES = {
+    # service: (port env var, default port, uncompressed size limit in bytes)
+    "api": ("PORT", 8000, 1_500_000),
+    "worker": ("METRICS_PORT", 9091, 3_500_000),
+}
+
+
+def missing(what: str) -> None:
+    """Skip loudly, or fail under CI=true."""
+    msg = f"SKIPPED: {what}"
+    if IN_CI:
+        pytest.fail(f"{what} (CI=true: a missing tool is a failure)", pytrace=False)
+    pytest.skip(msg)
+
+
+def run(*args: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=timeout, **kw)
+
+
+def image(service: str) -> str:
+    return f"orion-{service}:{TAG}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def inspect(ref: str, fmt: str) -> str:
+    return run("docker", "inspect", "-f", fmt, ref).stdout.strip()
