@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Renders the monitoring stack (k8s/monitoring) to stdout. This is the only way it is
+# built: `make k8s-render-monitoring`, `make k8s-apply-monitoring` and tests/k8s all call it.
+#
+# Why --load-restrictor LoadRestrictionsNone: the alert rules and the Grafana provisioning
+# are monitoring/*, shared with docker compose, i.e. outside the kustomization root.
+#
+# GRAFANA_ADMIN_PASSWORD (and optionally GRAFANA_ADMIN_USER) set: the committed local
+# Secret `grafana-admin` is replaced, through a throw-away overlay in a private temporary
+# directory (removed on exit), by one holding these values (the same variable docker compose reads).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+kubectl=${KUBECTL:-kubectl}
+flags=(kustomize --load-restrictor LoadRestrictionsNone)
+
+if [ -z "${GRAFANA_ADMIN_PASSWORD:-}" ]; then
+  exec "$kubectl" "${flags[@]}" "$root/k8s/monitoring"
+fi
+
+case "$GRAFANA_ADMIN_PASSWORD${GRAFANA_ADMIN_USER:-}" in
+  *$'\n'*) echo "render-monitoring: GRAFANA_ADMIN_PASSWORD/USER must be one line" >&2; exit 2 ;;
+esac
+
+# Inside the repo's .tmp (git-ignored): kustomize only accepts a relative path to the base.
+umask 077
+mkdir -p "$root/.tmp"
+tmp=$(mktemp -d "$root/.tmp/grafana-admin.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+printf 'admin-user=%s\nadmin-password=%s\n' "${GRAFANA_ADMIN_USER:-admin}" "$GRAFANA_ADMIN_PASSWORD" >"$tmp/grafana-admin.env"
+cat >"$tmp/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../k8s/monitoring
+secretGenerator:
+  - name: grafana-admin
+    namespace: monitoring
+    behavior: replace
+    envs: [grafana-admin.env]
+YAML
+"$kubectl" "${flags[@]}" "$tmp"
