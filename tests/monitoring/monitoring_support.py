@@ -1,0 +1,128 @@
+"""Shared helpers for the monitoring tests: paths, the shipped files, README anchors.
+
+Every test reads the files that ship (monitoring/alerts.yaml, the dashboard JSON, README.md):
+nothing here keeps a copy of an alert name or a query.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+MONITORING = REPO / "monitoring"
+ALERTS = MONITORING / "alerts.yaml"
+ALERT_TESTS = [MONITORING / "alerts.test.yaml", MONITORING / "alerts.daily.test.yaml"]
+PROMETHEUS_YML = MONITORING / "prometheus.yml"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "orion.json"
+DATASOURCE = MONITORING / "grafana" / "provisioning" / "datasources" / "datasource.yaml"
+DASHBOARD_PROVIDER = MONITORING / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
+README = REPO / "README.md"
+
+RUNBOOK_PREFIX = "https://github.com/OrionLynn19/orionPL/blob/main/README.md#"
+DATASOURCE_REF = {"type": "prometheus", "uid": "prometheus"}
+
+
+def load_yaml(path: Path):
+    with path.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def alert_rules() -> list[dict]:
+    """Every alerting rule of monitoring/alerts.yaml, with its group name added."""
+    rules = []
+    for group in load_yaml(ALERTS)["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rules.append({**rule, "_group": group["name"]})
+    return rules
+
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def dashboard_panels() -> list[dict]:
+    """Every panel, including those nested in collapsed rows."""
+    out = []
+    for panel in dashboard()["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL expression) for every query target of the dashboard."""
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard_panels()
+        for target in panel.get("targets", [])
+    ]
+
+
+def substitute_grafana_variables(expr: str, namespace: str = "local", rate_interval: str = "1m") -> str:
+    """What Grafana sends to Prometheus for one selected namespace."""
+    replacements = {
+        "$__rate_interval": rate_interval,
+        "$__interval": "15s",
+        "$__range": "1h",
+        "${namespace}": namespace,
+        "$namespace": namespace,
+    }
+    for key, value in replacements.items():
+        expr = expr.replace(key, value)
+    assert "$" not in expr, f"unsubstituted variable left in {expr!r}"
+    return expr
+
+
+def github_slug(heading: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"<[^>]+>", "", heading).strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def readme_section(name: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = f"<!-- section:{name} -->"
+    end = f"<!-- /section:{name} -->"
+    assert start in text and end in text, f"README.md lacks the markers of section {name}"
+    return text[text.index(start) + len(start) : text.index(end)]
+
+
+def readme_anchors() -> set[str]:
+    """Anchors of every heading in README.md (duplicates get GitHub's -1, -2 suffixes)."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        match = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if in_code or not match:
+            continue
+        slug = github_slug(match.group(2))
+        if slug in seen:
+            seen[slug] += 1
+            anchors.add(f"{slug}-{seen[slug]}")
+        else:
+            seen[slug] = 0
+            anchors.add(slug)
+    return anchors
+
+
+def tool(name: str) -> str:
+    """Path of a required command-line tool; a missing tool is a failure, never a skip."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    assert path, f"{name} is not installed: run `make deps` (Debian package prometheus)"
+    return path
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kwargs)
