@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Non-cluster helpers of the deploy scripts (scripts/deploy-lib.sh).
+
+Kept in Python because they read and write YAML; everything here runs without a
+cluster and is tested by tests/ci.
+
+  ci-env                                branch -> environment -> image tag -> namespace, from
+                                        k8s/environments.yaml (the k8s area's data file, the
+                                        one source of truth) and GitHub's default variables
+                                        GITHUB_EVENT_NAME, GITHUB_REF_NAME, GITHUB_BASE_REF,
+                                        GITHUB_SHA. Prints key=value lines ($GITHUB_OUTPUT).
+  env-info ENV                          the same mapping for one environment name.
+  set-image KUSTOMIZATION NAME=REF...   what `kustomize edit set image NAME=REF` does:
+                                        kubectl's embedded kustomize can build but not
+                                        edit, and a standalone kustomize is not on PyPI.
+                                        Only ever run on a temporary copy of an overlay.
+  check RENDERED --namespace NS [--image SERVICE=REF]...
+                                        asserts what the deploy relies on: Deployments
+                                        api and worker in NS, each running exactly REF.
+  summary RESULTS                       the Markdown deployment summary ($GITHUB_STEP_SUMMARY)
+                                        from the key=value results file a deploy writes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The services whose images a deploy pins, and the bare image names k8s/base uses.
+SERVICES = ("api", "worker")
+
+
+def load_environments(path: Path) -> dict:
+    envs = (yaml.safe_load(path.read_text()) or {}).get("environments") or {}
+    for name, env in envs.items():
+        for key in ("branch", "namespace", "image_tag"):
+            if not env.get(key):
+                raise ValueError(f"{path}: environment {name!r} has no {key!r}")
+    if not envs:
+        raise ValueError(f"{path}: no environments")
+    return envs
+
+
+def ci_env(envs: dict, event: str, ref_name: str, base_ref: str, sha: str, registry: str) -> dict:
+    """What one CI run builds, tags, validates and deploys.
+
+    push / workflow_dispatch on an environment branch: publish and deploy that environment.
+    pull_request: build and validate the environment of the target branch, never publish.
+    Anything else (a manual run on a feature branch): build and validate dev, never publish.
+    """
+    by_branch = {env["branch"]: name for name, env in envs.items()}
+    if event == "pull_request":
+        branch, publish = base_ref, False
+    else:
+        branch = ref_name
+        publish = event in ("push", "workflow_dispatch") and branch in by_branch
+    name = by_branch.get(branch) or by_branch.get("dev") or sorted(envs)[0]
+    env = envs[name]
+    if not re.fullmatch(r"[0-9a-f]{7,40}", sha or ""):
+        raise ValueError(f"GITHUB_SHA {sha!r} is not a commit id")
+    return {
+        "env": name,
+        "namespace": env["namespace"],
+        "overlay": f"k8s/overlays/{name}",
+        "tag": env["image_tag"],
+        "sha_tag": f"sha-{sha[:7]}",
+        "push": "true" if publish else "false",
+        "deploy": "true" if publish else "false",
+        "api_repo": f"{registry}/orion-api",
+        "worker_repo": f"{registry}/orion-worker",
+    }
+
+
+def parse_ref(ref: str) -> dict:
+    """Split an image reference into kustomize's newName / newTag / digest."""
+    if not ref or any(c.isspace() for c in ref):
+        raise ValueError(f"invalid image reference {ref!r}")
+    out: dict = {}
+    if "@" in ref:
+        name, digest = ref.split("@", 1)
+        if not DIGEST_RE.match(digest):
+            raise ValueError(f"invalid digest in {ref!r}: expected sha256:<64 hex>")
+        out["digest"] = digest
+    else:
+        name = ref
+    # A tag is a ':' after the last '/' (a ':' before it is a registry port).
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+        if "digest" in out:
+            # name:tag@digest: the digest wins, as it does for the container runtime.
+            pass
+        elif not tag:
+            raise ValueError(f"empty tag in {ref!r}")
+        else:
+            out["newTag"] = tag
+    if not name:
+        raise ValueError(f"invalid image reference {ref!r}")
+    out["newName"] = name
+    return out
+
+
+def set_image(kustomization: Path, assignments: list[str]) -> None:
+    doc = yaml.safe_load(kustomization.read_text()) or {}
+    images = doc.setdefault("images", [])
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ValueError(f"expected NAME=REF, got {assignment!r}")
+        name, ref = assignment.split("=", 1)
+        fields = parse_ref(ref)
+        entry = next((e for e in images if e.get("name") == name), None)
+        if entry is None:
+            entry = {"name": name}
+            images.append(entry)
+        for key in ("newName", "newTag", "digest"):
+            entry.pop(key, None)
+        if fields["newName"] != name:
+            entry["newName"] = fields["newName"]
+        for key in ("newTag", "digest"):
+            if key in fields:
+                entry[key] = fields[key]
+    kustomization.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def deployments(rendered: Path) -> dict:
+    found = {}
+    for doc in yaml.safe_load_all(rendered.read_text()):
+        if isinstance(doc, dict) and doc.get("kind") == "Deployment":
+            found[(doc["metadata"].get("namespace"), doc["metadata"]["name"])] = doc
+    return found
+
+
+def check(rendered: Path, namespace: str, images: list[str]) -> list[str]:
+    """Return the problems found (empty list: the render is what the deploy expects)."""
+    problems = []
+    deps = deployments(rendered)
+    wanted = dict(a.split("=", 1) for a in images)
+    for service in SERVICES:
+        dep = deps.get((namespace, service))
+        if dep is None:
+            problems.append(f"no Deployment {service} in namespace {namespace}")
+            continue
+        containers = dep["spec"]["template"]["spec"]["containers"]
+        main = next((c for c in containers if c["name"] == service), containers[0])
+        image = main.get("image", "")
+        if service in wanted:
+            if image != wanted[service]:
+                problems.append(f"Deployment {namespace}/{service} runs {image!r}, expected {wanted[service]!r}")
+        elif "/" not in image:
+            # k8s/base says `orion-api`; an overlay that forgot `images:` leaves it bare.
+            problems.append(f"Deployment {namespace}/{service} image {image!r} was not mapped by the overlay")
+    return problems
+
+
+def read_results(path: Path) -> dict:
+    """key=value lines, last value wins. A missing file (the deploy died before writing
+    anything) is an empty result: every step then reads "not run"."""
+    results = {}
+    if not path.exists():
+        return results
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            results[key.strip()] = value.strip()
+    return results
+
+
+def summary(results: dict) -> str:
+    """Markdown summary. Every line states what happened; nothing is assumed."""
+    env = results.get("env", "?")
+    ns = results.get("namespace", "?")
+    lines = [f"## Deployment: {env} (`{ns}`)", ""]
+    lines += ["| | |", "|---|---|"]
+    lines.append(f"| Environment | {env} |")
+    lines.append(f"| Namespace | `{ns}` |")
+    if results.get("commit"):
+        lines.append(f"| Commit | `{results['commit']}` |")
+    for service in SERVICES:
+        image = results.get(f"image_{service}")
+        if image:
+            lines.append(f"| orion-{service} image | `{image}` |")
+        loaded = results.get(f"kind_image_{service}")
+        if loaded and loaded != image:
+            lines.append(f"| orion-{service} loaded into kind as | `{loaded}` |")
+    if results.get("manifest_sha256"):
+        lines.append(f"| Rendered manifest sha256 | `{results['manifest_sha256']}` |")
+    lines.append("")
+    lines += ["| Step | Result |", "|---|---|"]
+    steps = [
+        ("render", "Render overlay"),
+        ("kind_cluster", "kind cluster"),
+        ("kind_load", "Load images into kind"),
+        ("apply", "Apply overlay + monitoring"),
+        ("rollout", "Rollouts"),
+        ("smoke_api", "Smoke api /health /ready /metrics"),
+        ("smoke_worker", "Smoke worker /health /ready /metrics"),
+    ]
+    for key, label in steps:
+        value = results.get(key)
+        if value is None:
+            value = "not run"
+        lines.append(f"| {label} | {value} |")
+    eks = results.get("eks")
+    if eks is None:
+        eks = "not run"
+    lines.append(f"| EKS | {eks} |")
+    lines.append("")
+    status = results.get("status", "unknown")
+    lines.append(f"**Result: {status}**")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("ci-env")
+    p.add_argument("--environments", type=Path, default=Path(__file__).resolve().parent.parent / "k8s/environments.yaml")
+    p.add_argument("--event", default=os.environ.get("GITHUB_EVENT_NAME", ""))
+    p.add_argument("--ref-name", default=os.environ.get("GITHUB_REF_NAME", ""))
+    p.add_argument("--base-ref", default=os.environ.get("GITHUB_BASE_REF", ""))
+    p.add_argument("--sha", default=os.environ.get("GITHUB_SHA", ""))
+    p.add_argument("--registry", default=os.environ.get("ORION_REGISTRY", "ghcr.io/orionlynn19"))
+    p = sub.add_parser("env-info")
+    p.add_argument("--environments", type=Path, default=Path(__file__).resolve().parent.parent / "k8s/environments.yaml")
+    p.add_argument("--registry", default=os.environ.get("ORION_REGISTRY", "ghcr.io/orionlynn19"))
+    p.add_argument("env")
+    p = sub.add_parser("set-image")
+    p.add_argument("kustomization", type=Path)
+    p.add_argument("assignments", nargs="+")
+    p = sub.add_parser("check")
+    p.add_argument("rendered", type=Path)
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--image", action="append", default=[])
+    p = sub.add_parser("summary")
+    p.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "ci-env":
+            envs = load_environments(args.environments)
+            values = ci_env(envs, args.event, args.ref_name, args.base_ref, args.sha, args.registry)
+            sys.stdout.write("".join(f"{k}={v}\n" for k, v in values.items()))
+        elif args.cmd == "env-info":
+            envs = load_environments(args.environments)
+            if args.env not in envs:
+                raise ValueError(f"unknown environment {args.env!r} (known: {', '.join(sorted(envs))})")
+            branch = envs[args.env]["branch"]
+            values = ci_env(envs, "push", branch, "", "0" * 40, args.registry)
+            for key in ("sha_tag", "push", "deploy"):
+                values.pop(key)
+            values["branch"] = branch
+            sys.stdout.write("".join(f"{k}={v}\n" for k, v in values.items()))
+        elif args.cmd == "set-image":
+            set_image(args.kustomization, args.assignments)
+        elif args.cmd == "check":
+            problems = check(args.rendered, args.namespace, args.image)
+            for problem in problems:
+                print(f"deploy-tool: {problem}", file=sys.stderr)
+            return 1 if problems else 0
+        elif args.cmd == "summary":
+            sys.stdout.write(summary(read_results(args.results)))
+    except (ValueError, OSError, yaml.YAMLError) as err:
+        print(f"deploy-tool: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,432 @@
+"""The deploy scripts' parts that need no cluster: rendering, digest pinning, the kind image
+names, the summary, the EKS guard, the image build command and its retries.
+
+Real overlays (k8s/) where the test is about what ships; the fixture tree
+(tests/ci/fixtures/k8s) where a test has to break an overlay on purpose.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import DIGEST_A, DIGEST_B, MAPPING, REGISTRY, ROOT, VENV_BIN, kv, run, tool_env
+
+ENVS = [m["env"] for m in MAPPING.values()]
+NS = {m["env"]: m["namespace"] for m in MAPPING.values()}
+TAG = {m["env"]: m["tag"] for m in MAPPING.values()}
+
+
+def tree_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def images_of(rendered: Path) -> dict:
+    out = {}
+    for doc in yaml.safe_load_all(rendered.read_text()):
+        if isinstance(doc, dict) and doc.get("kind") == "Deployment":
+            ns = doc["metadata"].get("namespace")
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                out[(ns, doc["metadata"]["name"])] = c["image"]
+    return out
+
+
+def render(env_name, out, *, api=None, worker=None, k8s_dir=None):
+    extra = {}
+    if api:
+        extra["ORION_API_IMAGE"] = api
+    if worker:
+        extra["ORION_WORKER_IMAGE"] = worker
+    if k8s_dir:
+        extra["ORION_K8S_DIR"] = str(k8s_dir)
+    return run(["scripts/deploy-kind.sh", "render", env_name, str(out)], env=tool_env(**extra))
+
+
+# ---------------------------------------------------------------- the real overlays -------
+
+@pytest.mark.parametrize("env_name", ENVS)
+def test_render_pins_digests_on_a_copy_only(env_name, tmp_path, kubectl):
+    before = tree_digest(ROOT / "k8s")
+    api, worker = f"{REGISTRY}/orion-api@{DIGEST_A}", f"{REGISTRY}/orion-worker@{DIGEST_B}"
+    out = tmp_path / "r.yaml"
+    res = render(env_name, out, api=api, worker=worker)
+    assert res.returncode == 0, res.stderr
+    assert images_of(out) == {(NS[env_name], "api"): api, (NS[env_name], "worker"): worker}
+    assert res.stdout.strip() == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert tree_digest(ROOT / "k8s") == before, "the checked-in overlays must never be edited"
+    # Only the image references differ from the checked-in overlay's own render.
+    plain = run([kubectl, "kustomize", f"k8s/overlays/{env_name}"], check=True).stdout
+    tagged = plain.replace(f"{REGISTRY}/orion-api:{TAG[env_name]}", api).replace(
+        f"{REGISTRY}/orion-worker:{TAG[env_name]}", worker)
+    assert out.read_text() == tagged
+
+
+@pytest.mark.parametrize("env_name", ENVS)
+def test_unpinned_render_uses_the_mapping_tag_and_is_deterministic(env_name, tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    ra, rb = render(env_name, a), render(env_name, b)
+    assert ra.returncode == 0 and rb.returncode == 0, ra.stderr + rb.stderr
+    assert images_of(a) == {
+        (NS[env_name], "api"): f"{REGISTRY}/orion-api:{TAG[env_name]}",
+        (NS[env_name], "worker"): f"{REGISTRY}/orion-worker:{TAG[env_name]}",
+    }
+    # The validate job and the deploy job render separately: same inputs, same bytes.
+    assert ra.stdout == rb.stdout and a.read_bytes() == b.read_bytes()
+
+
+def test_pinned_render_passes_kubernetes_validate_strict(tmp_path):
+    out = tmp_path / "prod.yaml"
+    res = render("prod", out, api=f"{REGISTRY}/orion-api@{DIGEST_A}", worker=f"{REGISTRY}/orion-worker@{DIGEST_B}")
+    assert res.returncode == 0, res.stderr
+    v = run([str(VENV_BIN / "kubernetes-validate"), "--strict", "--quiet", "--kubernetes-version", "1.30.0", str(out)])
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+@pytest.mark.parametrize("bad", [
+    "ghcr.io/orionlynn19/orion-api@sha256:xyz",
+    "ghcr.io/orionlynn19/orion-api@md5:" + "a" * 32,
+    "ghcr.io/orionlynn19/orion-api:",
+])
+def test_render_rejects_malformed_references(bad, tmp_path):
+    res = render("dev", tmp_path / "r.yaml", api=bad)
+    assert res.returncode != 0
+    assert "invalid" in res.stderr or "empty tag" in res.stderr, res.stderr
+
+
+def test_render_rejects_unknown_environment(tmp_path):
+    res = render("staging", tmp_path / "r.yaml")
+    assert res.returncode != 0 and "unknown environment" in res.stderr
+
+
+@pytest.mark.parametrize("branch", sorted(MAPPING))
+def test_env_command_matches_ci_env(branch):
+    want = MAPPING[branch]
+    out = kv(run(["scripts/deploy-kind.sh", "env", want["env"]], check=True).stdout)
+    assert out["branch"] == branch and out["namespace"] == want["namespace"] and out["tag"] == want["tag"]
+
+
+# ---------------------------------------------------------------- fixture tree: negatives --
+
+def test_fixture_renders_like_the_real_tree(fixture_k8s, tmp_path):
+    out = tmp_path / "r.yaml"
+    res = render("uat", out, api=f"x.example/orion-api@{DIGEST_A}", k8s_dir=fixture_k8s)
+    assert res.returncode == 0, res.stderr
+    assert images_of(out) == {("orion-uat", "api"): f"x.example/orion-api@{DIGEST_A}",
+                              ("orion-uat", "worker"): f"{REGISTRY}/orion-worker:uat"}
+
+
+def test_render_fails_when_an_overlay_forgets_to_map_an_image(fixture_k8s, tmp_path):
+    k = fixture_k8s / "overlays" / "dev" / "kustomization.yaml"
+    doc = yaml.safe_load(k.read_text())
+    doc["images"] = [i for i in doc["images"] if i["name"] != "orion-worker"]
+    k.write_text(yaml.safe_dump(doc))
+    res = render("dev", tmp_path / "r.yaml", k8s_dir=fixture_k8s)
+    assert res.returncode != 0
+    assert "worker" in res.stderr and "expected" in res.stderr, res.stderr
+
+
+def test_render_fails_when_overlay_tag_disagrees_with_the_mapping(fixture_k8s, tmp_path):
+    envs = fixture_k8s / "environments.yaml"
+    envs.write_text(envs.read_text().replace("image_tag: uat", "image_tag: staging"))
+    res = render("uat", tmp_path / "r.yaml", k8s_dir=fixture_k8s)
+    assert res.returncode != 0 and "orion-api:staging" in res.stderr, res.stderr
+
+
+def test_render_fails_when_namespace_is_wrong(fixture_k8s, tmp_path):
+    k = fixture_k8s / "overlays" / "prod" / "kustomization.yaml"
+    k.write_text(k.read_text().replace("namespace: orion-prod", "namespace: default"))
+    res = render("prod", tmp_path / "r.yaml", k8s_dir=fixture_k8s)
+    assert res.returncode != 0 and "no Deployment api in namespace orion-prod" in res.stderr
+
+
+# ---------------------------------------------------------------- set-image semantics ------
+
+@pytest.mark.parametrize("ref,fields", [
+    (f"ghcr.io/o/orion-api@{DIGEST_A}", {"newName": "ghcr.io/o/orion-api", "digest": DIGEST_A}),
+    (f"ghcr.io/o/orion-api:dev@{DIGEST_A}", {"newName": "ghcr.io/o/orion-api", "digest": DIGEST_A}),
+    ("orion-api:local", {"newTag": "local"}),
+    ("localhost:5000/orion-api", {"newName": "localhost:5000/orion-api"}),
+    ("localhost:5000/orion-api:v1", {"newName": "localhost:5000/orion-api", "newTag": "v1"}),
+])
+def test_set_image_behaves_like_kustomize_edit(ref, fields, tmp_path):
+    k = tmp_path / "kustomization.yaml"
+    k.write_text("images:\n  - name: orion-api\n    newName: old\n    newTag: old\n  - name: other\n    newTag: keep\n")
+    run(["scripts/deploy-tool.py", "set-image", str(k), f"orion-api={ref}"], check=True)
+    images = {i["name"]: i for i in yaml.safe_load(k.read_text())["images"]}
+    assert images["orion-api"] == {"name": "orion-api", **fields}
+    assert images["other"] == {"name": "other", "newTag": "keep"}
+
+
+# ---------------------------------------------------------------- kind image names ---------
+
+@pytest.mark.parametrize("ref,kind_ref", [
+    (f"ghcr.io/orionlynn19/orion-api@{DIGEST_A}", "ghcr.io/orionlynn19/orion-api:kind-aaaaaaaaaaaa"),
+    (f"ghcr.io/orionlynn19/orion-api:dev@{DIGEST_B}", "ghcr.io/orionlynn19/orion-api:kind-bbbbbbbbbbbb"),
+    (f"localhost:5000/orion-api@{DIGEST_A}", "localhost:5000/orion-api:kind-aaaaaaaaaaaa"),
+    ("orion-api:local", "orion-api:local"),
+])
+def test_kind_ref(ref, kind_ref):
+    res = run(["bash", "-c", '. scripts/deploy-lib.sh && orion_kind_ref "$1"', "_", ref], check=True)
+    assert res.stdout.strip() == kind_ref
+
+
+def test_only_images_differ_check(tmp_path):
+    validated, other = tmp_path / "v.yaml", tmp_path / "o.yaml"
+    validated.write_text(f"image: r/api@{DIGEST_A}\nreplicas: 2\nimage: r/worker@{DIGEST_B}\n")
+    args = [f"r/api@{DIGEST_A}", "r/api:kind-aaaaaaaaaaaa", f"r/worker@{DIGEST_B}", "r/worker:kind-bbbbbbbbbbbb"]
+    check = ". scripts/deploy-lib.sh && orion_only_images_differ \"$@\""
+    other.write_text("image: r/api:kind-aaaaaaaaaaaa\nreplicas: 2\nimage: r/worker:kind-bbbbbbbbbbbb\n")
+    assert run(["bash", "-c", check, "_", str(validated), str(other), *args]).returncode == 0
+    other.write_text("image: r/api:kind-aaaaaaaaaaaa\nreplicas: 3\nimage: r/worker:kind-bbbbbbbbbbbb\n")
+    assert run(["bash", "-c", check, "_", str(validated), str(other), *args]).returncode == 1
+
+
+# ---------------------------------------------------------------- summary ------------------
+
+def test_summary_reports_every_step_and_never_invents_one(tmp_path):
+    results = tmp_path / "results.env"
+    results.write_text("\n".join([
+        "env=uat", "namespace=orion-uat", f"image_api={REGISTRY}/orion-api@{DIGEST_A}",
+        f"kind_image_api={REGISTRY}/orion-api:kind-aaaaaaaaaaaa", "render=ok (sha256 abc…)",
+        "kind_cluster=created orion", "kind_load=ok", "apply=ok", "rollout=ok",
+        "smoke_api=ok (/health 200, /ready 200, /metrics 200,)", "status=failed during smoke",
+        "smoke_worker=FAILED (/health 503,)",
+        "eks=not deployed: AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION EKS_CLUSTER_NAME not configured",
+    ]) + "\n")
+    step_summary = tmp_path / "summary.md"
+    res = run(["scripts/deploy-kind.sh", "summary", str(results)],
+              env=tool_env(GITHUB_STEP_SUMMARY=str(step_summary)), check=True)
+    md = step_summary.read_text()
+    assert md.strip() == res.stdout.strip()
+    assert "## Deployment: uat (`orion-uat`)" in md
+    assert f"`{REGISTRY}/orion-api@{DIGEST_A}`" in md and "loaded into kind as" in md
+    assert "| Smoke worker /health /ready /metrics | FAILED (/health 503,) |" in md
+    assert "| EKS | not deployed: AWS_ACCESS_KEY_ID" in md
+    assert "**Result: failed during smoke**" in md
+
+
+def test_summary_of_a_deploy_that_never_started(tmp_path):
+    res = run(["scripts/deploy-kind.sh", "summary", str(tmp_path / "missing.env")], check=True)
+    rows = [l for l in res.stdout.splitlines() if l.startswith("| ") and "|---" not in l]
+    steps = [r for r in rows if r.endswith("| not run |")]
+    assert len(steps) == 8, res.stdout  # 7 kind steps + EKS: nothing claims success
+    assert "**Result: unknown**" in res.stdout
+
+
+# ---------------------------------------------------------------- EKS guard ----------------
+
+def test_eks_without_credentials_says_not_deployed(tmp_path):
+    results = tmp_path / "not-yet" / "results.env"  # CI's results directory does not exist yet
+    res = run(["scripts/deploy-eks.sh", "dev"], env=tool_env(ORION_RESULTS=str(results), AWS_REGION="eu-west-1"))
+    assert res.returncode == 0, res.stderr
+    eks = kv(results.read_text())["eks"]
+    assert eks == "not deployed: AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY EKS_CLUSTER_NAME not configured"
+
+
+def test_eks_refuses_images_not_pinned_by_digest(tmp_path):
+    results = tmp_path / "results.env"
+    creds = dict(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_REGION="eu-west-1", EKS_CLUSTER_NAME="c")
+    res = run(["scripts/deploy-eks.sh", "prod"], env=tool_env(
+        ORION_RESULTS=str(results), ORION_API_IMAGE=f"{REGISTRY}/orion-api:latest",
+        ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", **creds))
+    assert res.returncode != 0
+    assert "digest" in res.stderr and kv(results.read_text())["eks"].startswith("FAILED")
+
+
+# ---------------------------------------------------------------- fakes for docker / kind --
+
+def fake_bin(dir_: Path, name: str, body: str) -> None:
+    p = dir_ / name
+    p.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + body)
+    p.chmod(p.stat().st_mode | stat.S_IXUSR)
+
+
+def test_up_loads_digest_images_under_kind_tags_and_renders_consistently(tmp_path):
+    """`up` as far as it can go without a cluster: a fake docker and a kind whose cluster
+    creation fails. The renders, the pulls, the kind tags and the failure summary are real."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    fake_bin(bin_dir, "docker", f'echo "docker $*" >>{log}\n[ "$1 $2" != "image inspect" ] || exit 1\n')
+    fake_bin(bin_dir, "kind", f'echo "kind $*" >>{log}\n[ "$1" != create ] || exit 1\n')
+    api, worker = f"{REGISTRY}/orion-api@{DIGEST_A}", f"{REGISTRY}/orion-worker@{DIGEST_B}"
+    results, out_dir = tmp_path / "results.env", tmp_path / "out"
+    env = tool_env(ORION_API_IMAGE=api, ORION_WORKER_IMAGE=worker, ORION_RESULTS=str(results),
+                   ORION_OUT_DIR=str(out_dir), RETRY_DELAY="0")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    res = run(["scripts/deploy-kind.sh", "up", "uat"], env=env)
+    assert res.returncode != 0
+    r = kv(results.read_text())
+    assert r["status"] == "failed during cluster"
+    assert r["render"].startswith("ok") and r["kind_image_api"] == f"{REGISTRY}/orion-api:kind-aaaaaaaaaaaa"
+    calls = log.read_text()
+    assert f"docker pull --quiet {api}" in calls and f"docker tag {api} {REGISTRY}/orion-api:kind-aaaaaaaaaaaa" in calls
+    assert "kind create cluster --name orion --image kindest/node:" in calls
+    assert "**Result: failed during cluster**" in res.stdout
+    pinned, kind = out_dir / "uat.yaml", out_dir / "uat.kind.yaml"
+    assert images_of(pinned)[("orion-uat", "api")] == api
+    assert images_of(kind)[("orion-uat", "worker")] == f"{REGISTRY}/orion-worker:kind-bbbbbbbbbbbb"
+    assert r["manifest_sha256"] == hashlib.sha256(pinned.read_bytes()).hexdigest()
+
+
+def test_up_stops_when_the_render_differs_from_the_validated_one(tmp_path):
+    results = tmp_path / "results.env"
+    env = tool_env(ORION_API_IMAGE=f"{REGISTRY}/orion-api@{DIGEST_A}",
+                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}",
+                   ORION_EXPECT_MANIFEST_SHA256="0" * 64, ORION_RESULTS=str(results),
+                   ORION_OUT_DIR=str(tmp_path / "out"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_bin(bin_dir, "kind", "exit 0\n")
+    fake_bin(bin_dir, "docker", "exit 0\n")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    res = run(["scripts/deploy-kind.sh", "up", "dev"], env=env)
+    assert res.returncode != 0 and "differs from the validated one" in res.stderr
+    assert kv(results.read_text())["status"] == "failed during render"
+
+
+# ---------------------------------------------------------------- image build + retries ----
+
+def build_sandbox(tmp_path: Path, amd64_machine: int, arm64_machine: int) -> Path:
+    """A copy of the build scripts next to fake dist/ binaries (only the ELF header matters)."""
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    for name in ("ci-build-image.sh", "ci-retry.sh"):
+        shutil.copy2(ROOT / "scripts" / name, root / "scripts" / name)
+    shutil.copy2(ROOT / "Cargo.toml", root / "Cargo.toml")
+    for arch, machine in (("amd64", amd64_machine), ("arm64", arm64_machine)):
+        d = root / "dist" / arch
+        d.mkdir(parents=True)
+        header = b"\x7fELF" + b"\x02\x01\x01" + b"\x00" * 9 + b"\x02\x00" + machine.to_bytes(2, "little")
+        for svc in ("api", "worker"):
+            (d / f"orion-{svc}").write_bytes(header + b"\x00" * 64)
+    return root
+
+
+def fake_buildx(bin_dir: Path, log: Path, fail_times: int) -> None:
+    """docker buildx build that fails `fail_times` times, then writes buildx's metadata file."""
+    bin_dir.mkdir(exist_ok=True)
+    fake_bin(bin_dir, "docker", f'''
+echo "$*" >>{log}
+n=$(wc -l <{log})
+[ "$n" -gt {fail_times} ] || {{ echo "push: 502 Bad Gateway" >&2; exit 1; }}
+while [ $# -gt 0 ]; do
+  if [ "$1" = --metadata-file ]; then printf '{{"containerimage.digest": "{DIGEST_A}"}}' >"$2"; fi
+  shift
+done
+''')
+
+
+def test_build_pushes_with_attestations_and_retries_registry_hiccups(tmp_path):
+    root = build_sandbox(tmp_path, 62, 183)
+    log, out = tmp_path / "docker.log", tmp_path / "github_output"
+    fake_buildx(tmp_path / "bin", log, fail_times=2)
+    env = tool_env(PUSH="true", TAGS=f"{REGISTRY}/orion-worker:uat {REGISTRY}/orion-worker:sha-0123456",
+                   RETRY_DELAY="0", GITHUB_OUTPUT=str(out), REVISION="r1")
+    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
+    res = run([str(root / "scripts" / "ci-build-image.sh"), "worker"], env=env, cwd=root)
+    assert res.returncode == 0, res.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 3, "two 502s, then success"
+    cmd = calls[-1]
+    for part in ("buildx build", "--platform linux/amd64,linux/arm64", "Dockerfile.scratch",
+                 "--build-arg SERVICE=worker", "--build-arg EXPOSE_PORT=9091", "--build-arg REVISION=r1",
+                 "--sbom=true", "--provenance=mode=max", "--push",
+                 f"--tag {REGISTRY}/orion-worker:uat", f"--tag {REGISTRY}/orion-worker:sha-0123456"):
+        assert part in cmd, part
+    assert kv(out.read_text()) == {"digest": DIGEST_A, "image": f"{REGISTRY}/orion-worker@{DIGEST_A}"}
+
+
+def test_build_gives_up_after_the_attempts(tmp_path):
+    root = build_sandbox(tmp_path, 62, 183)
+    log = tmp_path / "docker.log"
+    fake_buildx(tmp_path / "bin", log, fail_times=99)
+    env = tool_env(PUSH="true", TAGS=f"{REGISTRY}/orion-api:dev", RETRY_DELAY="0", ATTEMPTS="3")
+    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
+    res = run([str(root / "scripts" / "ci-build-image.sh"), "api"], env=env, cwd=root)
+    assert res.returncode != 0 and len(log.read_text().splitlines()) == 3
+    assert "failed 3 time(s)" in res.stderr
+
+
+def test_pull_request_build_pushes_nothing(tmp_path):
+    root = build_sandbox(tmp_path, 62, 183)
+    log, out = tmp_path / "docker.log", tmp_path / "github_output"
+    fake_buildx(tmp_path / "bin", log, fail_times=0)
+    env = tool_env(PUSH="false", TAGS=f"{REGISTRY}/orion-api:latest", GITHUB_OUTPUT=str(out))
+    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
+    res = run([str(root / "scripts" / "ci-build-image.sh"), "api"], env=env, cwd=root)
+    assert res.returncode == 0, res.stderr
+    cmd = log.read_text()
+    assert "--push" not in cmd and "--output type=image,push=false" in cmd
+    assert "--platform linux/amd64,linux/arm64" in cmd
+    assert not out.exists() or "digest" not in out.read_text()
+
+
+def test_build_refuses_a_binary_of_the_wrong_architecture(tmp_path):
+    root = build_sandbox(tmp_path, 62, 62)  # an x86-64 file where the arm64 binary belongs
+    log = tmp_path / "docker.log"
+    fake_buildx(tmp_path / "bin", log, fail_times=0)
+    env = tool_env(PUSH="false", TAGS=f"{REGISTRY}/orion-api:dev")
+    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
+    res = run([str(root / "scripts" / "ci-build-image.sh"), "api"], env=env, cwd=root)
+    assert res.returncode != 0 and "expected 183 for arm64" in res.stderr
+    assert not log.exists(), "docker must not be called"
+
+
+def test_retry_helper(tmp_path):
+    counter = tmp_path / "n"
+    script = f'n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n >{counter}; [ $n -ge 3 ]'
+    env = tool_env(RETRY_DELAY="0")
+    assert run(["scripts/ci-retry.sh", "3", "bash", "-c", script], env=env).returncode == 0
+    assert counter.read_text().strip() == "3"
+    counter.unlink()
+    res = run(["scripts/ci-retry.sh", "2", "bash", "-c", script + " || exit 7"], env=env)
+    assert res.returncode == 7 and counter.read_text().strip() == "2"
+    assert run(["scripts/ci-retry.sh", "0", "true"], env=env).returncode == 2
+
+
+# ---------------------------------------------------------------- smoke checks -------------
+
+def test_http_check_needs_200_and_the_services_own_metrics():
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            status, body = {"/health": (200, "ok"), "/ready": (503, "shutting down"),
+                            "/metrics": (200, 'orion_build_info{service="api"} 1\n'),
+                            "/other-metrics": (200, "go_goroutines 7\n")}.get(self.path, (404, ""))
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    check = '. scripts/deploy-lib.sh && orion_http_check "$@"'
+    try:
+        ok = run(["bash", "-c", check, "_", f"{base}/health"])
+        assert ok.returncode == 0 and ok.stdout.strip() == "200"
+        ready = run(["bash", "-c", check, "_", f"{base}/ready"])
+        assert ready.returncode == 1 and ready.stdout.strip() == "503"
+        metrics = run(["bash", "-c", check, "_", f"{base}/metrics", "orion_build_info"])
+        assert metrics.returncode == 0
+        foreign = run(["bash", "-c", check, "_", f"{base}/other-metrics", "orion_build_info"])
+        assert foreign.returncode == 1 and foreign.stdout.strip() == "200-without-orion_build_info"
+    finally:
+        server.shutdown()
+    down = run(["bash", "-c", check, "_", f"{base}/health"])
+    assert down.returncode == 1 and down.stdout.strip() == "000"

@@ -1,0 +1,326 @@
+"""What zizmor and the JSON schema cannot see in .github/: the pipeline's own promises.
+
+Each test reads the workflow files that ship (and runs the scripts they call), so editing
+a workflow into breaking a promise fails here.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import MAPPING, ROOT, SHA, WORKFLOWS, kv, load_yaml, run, tool_env
+
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.y*ml"))
+GITHUB_FILES = sorted(p for p in (ROOT / ".github").rglob("*") if p.is_file())
+USES_RE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+)(?P<rest>.*)$")
+PINNED_RE = re.compile(r"^(?P<action>[\w.-]+/[\w.-]+(?:/[\w./-]+)?)@(?P<sha>[0-9a-f]{40})$")
+VERSION_COMMENT_RE = re.compile(r"^\s+#\s+v\d+\.\d+\.\d+\s*$")
+
+
+def steps(job: dict) -> list[dict]:
+    return job.get("steps", [])
+
+
+def step_named(job: dict, name: str) -> dict:
+    found = [s for s in steps(job) if s.get("name") == name]
+    assert len(found) == 1, f"expected one step named {name!r}, found {len(found)}"
+    return found[0]
+
+
+def uses_steps(doc: dict, prefix: str):
+    for job_id, job in doc["jobs"].items():
+        for step in steps(job):
+            if step.get("uses", "").startswith(prefix):
+                yield job_id, step
+
+
+def test_there_are_workflows():
+    names = {p.name for p in WORKFLOW_FILES}
+    assert {"ci.yml", "rerun.yml"} <= names, names
+
+
+def test_triggers_branches_and_concurrency(ci):
+    on = ci["on"]
+    assert sorted(on["push"]["branches"]) == sorted(MAPPING), "push must trigger on dev, uat and main only"
+    assert on["pull_request"]["branches"] == ["main"]
+    assert "workflow_dispatch" in on
+    group = ci["concurrency"]["group"]
+    assert "github.ref" in group, "one run per ref"
+    # Superseded PR runs are cancelled; deploy branches queue (never kill a deploy halfway).
+    assert ci["concurrency"]["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_permissions_empty_at_top_and_explicit_per_job(path):
+    doc = load_yaml(path)
+    assert doc.get("permissions") == {}, f"{path.name}: top-level permissions must be {{}}"
+    for job_id, job in doc["jobs"].items():
+        perms = job.get("permissions")
+        assert isinstance(perms, dict), f"{path.name}:{job_id} needs its own permissions block"
+        assert all(v in ("read", "write") for v in perms.values()), (job_id, perms)
+        assert "timeout-minutes" in job, f"{path.name}:{job_id} has no timeout-minutes"
+
+
+def test_least_privilege_per_job(ci, rerun):
+    expected = {
+        "lint": {"contents": "read"},
+        "test": {"contents": "read"},
+        "audit": {"contents": "read"},
+        "build": {"contents": "read", "packages": "write", "id-token": "write"},
+        "scan": {"contents": "read", "packages": "read", "security-events": "write", "actions": "read"},
+        "validate": {"contents": "read"},
+        "deploy": {"contents": "read", "packages": "read"},
+    }
+    assert {j: ci["jobs"][j]["permissions"] for j in ci["jobs"]} == expected
+    assert rerun["jobs"]["rerun"]["permissions"] == {"actions": "write"}
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_every_action_pinned_by_full_sha_with_version_comment(path):
+    pins: dict[str, tuple[str, str]] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        m = USES_RE.match(line)
+        if not m:
+            continue
+        ref = m.group("ref")
+        assert not ref.startswith(("./", "docker://")), f"{path.name}:{lineno}: only pinned remote actions here"
+        pinned = PINNED_RE.match(ref)
+        assert pinned, f"{path.name}:{lineno}: {ref} is not pinned to a 40-hex commit"
+        assert VERSION_COMMENT_RE.match(m.group("rest")), f"{path.name}:{lineno}: needs a '# vX.Y.Z' comment"
+        version = m.group("rest").strip().lstrip("#").strip()
+        action, sha = pinned.group("action"), pinned.group("sha")
+        repo = "/".join(action.split("/")[:2])
+        # One version of an action per workflow: two SHAs for the same action is a half-done bump.
+        if repo in pins:
+            assert pins[repo] == (sha, version), f"{path.name}:{lineno}: {repo} pinned twice differently"
+        pins[repo] = (sha, version)
+
+
+def test_same_action_same_pin_across_workflows():
+    seen: dict[str, str] = {}
+    for path in WORKFLOW_FILES:
+        for line in path.read_text().splitlines():
+            m = USES_RE.match(line)
+            if m:
+                repo_at = m.group("ref")
+                repo = "/".join(repo_at.split("@")[0].split("/")[:2])
+                assert seen.setdefault(repo, repo_at.split("@")[1]) == repo_at.split("@")[1], repo
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_checkout_never_persists_credentials(path):
+    doc = load_yaml(path)
+    for job_id, step in uses_steps(doc, "actions/checkout@"):
+        assert step.get("with", {}).get("persist-credentials") is False, f"{path.name}:{job_id}"
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_no_expressions_inside_run(path):
+    """Untrusted input (branch names, PR titles, outputs) reaches shell only through env:."""
+    doc = load_yaml(path)
+    for job_id, job in doc["jobs"].items():
+        for step in steps(job):
+            assert "${{" not in step.get("run", ""), f"{path.name}:{job_id}:{step.get('name')}: use env:"
+
+
+def test_no_qemu_anywhere_in_the_pipeline():
+    # Comments may explain why QEMU is gone; no instruction may mention it.
+    for path in GITHUB_FILES + sorted((ROOT / "scripts").glob("ci-*")):
+        code = "\n".join(l.split(" #")[0] for l in path.read_text().lower().splitlines()
+                         if not l.strip().startswith("#"))
+        for word in ("qemu", "binfmt", "setup-qemu-action"):
+            assert word not in code, f"{path}: {word}"
+    # Nothing can need emulation if the Dockerfile executes nothing for either platform.
+    instructions = [
+        l.split()[0].upper()
+        for l in (ROOT / "Dockerfile.scratch").read_text().splitlines()
+        if l.strip() and not l.lstrip().startswith("#") and not l.startswith((" ", "\t"))
+    ]
+    assert "RUN" not in instructions, "Dockerfile.scratch must only COPY (a RUN would need QEMU for arm64)"
+    assert instructions[0] == "FROM" and "COPY" in instructions
+
+
+def test_job_graph(ci):
+    jobs = ci["jobs"]
+    assert set(jobs) == {"lint", "test", "audit", "build", "scan", "validate", "deploy"}
+    assert sorted(jobs["build"]["needs"]) == ["lint", "test"]
+    assert jobs["scan"]["needs"] == "build"
+    assert jobs["validate"]["needs"] == "build"
+    # Nothing is deployed that was not scanned, validated and audited.
+    assert sorted(jobs["deploy"]["needs"]) == ["audit", "build", "scan", "validate"]
+    assert jobs["deploy"]["if"] == "needs.build.outputs.deploy == 'true'"
+    assert jobs["scan"]["if"] == "needs.build.outputs.push == 'true'"
+
+
+def test_stages_call_make_targets_that_exist(ci):
+    expected = {
+        "lint": ["make lint"],
+        "test": ["make test"],
+        "audit": ["make audit"],
+        "validate": ["make ci-validate"],
+    }
+    for job_id, cmds in expected.items():
+        assert [s["run"].strip() for s in steps(ci["jobs"][job_id]) if "run" in s] == cmds, job_id
+    build_runs = [s["run"].strip() for s in steps(ci["jobs"]["build"]) if "run" in s]
+    assert build_runs[:2] == ["make ci-env", "make build"]
+    deploy_runs = [s.get("run", "").strip() for s in steps(ci["jobs"]["deploy"])]
+    assert "make deploy-kind" in deploy_runs and "make deploy-eks" in deploy_runs
+    targets = {c.split()[1] for job in ci["jobs"].values() for s in steps(job)
+               for c in s.get("run", "").splitlines() if c.strip().startswith("make ")}
+    for target in sorted(targets):
+        res = run(["make", "-n", target], timeout=60)
+        assert res.returncode == 0 and "No rule to make target" not in res.stderr, (target, res.stderr)
+
+
+def test_pull_requests_build_but_never_push(ci):
+    build = ci["jobs"]["build"]
+    push_gate = "steps.ci.outputs.push == 'true'"
+    assert step_named(build, "Log in to GHCR")["if"] == push_gate
+    assert step_named(build, "Install cosign")["if"] == push_gate
+    assert step_named(build, "Sign images by digest")["if"] == push_gate
+    for name in ("Build + push orion-api", "Build + push orion-worker"):
+        assert step_named(build, name)["env"]["PUSH"] == "${{ steps.ci.outputs.push }}"
+    # ... and the value is false for every pull request, whatever its target branch.
+    for base in ("main", "dev", "feature"):
+        res = run(["scripts/deploy-kind.sh", "ci-env"], env=tool_env(
+            GITHUB_EVENT_NAME="pull_request", GITHUB_REF_NAME="7/merge", GITHUB_BASE_REF=base, GITHUB_SHA=SHA))
+        assert res.returncode == 0, res.stderr
+        out = kv(res.stdout)
+        assert out["push"] == "false" and out["deploy"] == "false", (base, out)
+
+
+@pytest.mark.parametrize("branch", sorted(MAPPING))
+def test_branch_maps_to_env_tag_and_namespace(branch):
+    want = MAPPING[branch]
+    for event in ("push", "workflow_dispatch"):
+        res = run(["scripts/deploy-kind.sh", "ci-env"], env=tool_env(
+            GITHUB_EVENT_NAME=event, GITHUB_REF_NAME=branch, GITHUB_SHA=SHA))
+        assert res.returncode == 0, res.stderr
+        out = kv(res.stdout)
+        assert out["env"] == want["env"]
+        assert out["tag"] == want["tag"]
+        assert out["namespace"] == want["namespace"]
+        assert out["overlay"] == f"k8s/overlays/{want['env']}"
+        assert out["sha_tag"] == "sha-0123456"
+        assert out["push"] == out["deploy"] == "true"
+        assert out["api_repo"] == "ghcr.io/orionlynn19/orion-api"
+        assert out["worker_repo"] == "ghcr.io/orionlynn19/orion-worker"
+
+
+def test_ci_env_writes_github_output_and_ignores_other_branches(tmp_path):
+    out_file = tmp_path / "github_output"
+    res = run(["scripts/deploy-kind.sh", "ci-env"], env=tool_env(
+        GITHUB_EVENT_NAME="push", GITHUB_REF_NAME="feature/x", GITHUB_SHA=SHA, GITHUB_OUTPUT=str(out_file)))
+    assert res.returncode == 0, res.stderr
+    out = kv(out_file.read_text())
+    assert out["push"] == "false" and out["deploy"] == "false" and out["env"] == "dev"
+    bad = run(["scripts/deploy-kind.sh", "ci-env"], env=tool_env(
+        GITHUB_EVENT_NAME="push", GITHUB_REF_NAME="dev", GITHUB_SHA="not-a-sha"))
+    assert bad.returncode != 0
+
+
+def test_image_tags_are_env_tag_plus_sha(ci):
+    build = ci["jobs"]["build"]
+    for svc in ("api", "worker"):
+        # Folded YAML joins the two lines with one space; split between the two references.
+        tags = re.split(r"(?<=\}\})\s+(?=\$\{\{)", step_named(build, f"Build + push orion-{svc}")["env"]["TAGS"])
+        assert tags == [
+            f"${{{{ steps.ci.outputs.{svc}_repo }}}}:${{{{ steps.ci.outputs.tag }}}}",
+            f"${{{{ steps.ci.outputs.{svc}_repo }}}}:${{{{ steps.ci.outputs.sha_tag }}}}",
+        ]
+        assert step_named(build, f"Build + push orion-{svc}")["run"].strip() == f"scripts/ci-build-image.sh {svc}"
+
+
+def test_signing_is_keyless_and_by_digest(ci):
+    step = step_named(ci["jobs"]["build"], "Sign images by digest")
+    assert step["env"] == {"API_IMAGE": "${{ steps.api.outputs.image }}",
+                           "WORKER_IMAGE": "${{ steps.worker.outputs.image }}"}
+    assert "cosign sign --yes" in step["run"] and "--key" not in step["run"]
+    verify = step_named(ci["jobs"]["deploy"], "Verify signatures")["run"]
+    assert "cosign verify" in verify and "token.actions.githubusercontent.com" in verify
+
+
+def test_trivy_gates_on_critical_and_high_of_the_pushed_digest(ci):
+    scan = ci["jobs"]["scan"]
+    images = {i["service"]: i["image"] for i in scan["strategy"]["matrix"]["include"]}
+    assert images == {"api": "${{ needs.build.outputs.api_image }}",
+                      "worker": "${{ needs.build.outputs.worker_image }}"}
+    assert scan["env"]["IMAGE"] == "${{ matrix.image }}"
+    trivy = [s for s in steps(scan) if s.get("uses", "").startswith("aquasecurity/trivy-action@")]
+    assert len(trivy) == 2
+    for step in trivy:
+        w = step["with"]
+        assert w["image-ref"] == "${{ env.IMAGE }}"
+        assert w["severity"] == "CRITICAL,HIGH"
+        assert w["ignore-unfixed"] is True
+    # The original pipeline's defect was exit-code 0 on its only run: it never blocked.
+    gates = [s for s in trivy if str(s["with"]["exit-code"]) == "1"]
+    assert len(gates) == 1 and gates[0]["with"]["format"] == "table", "exactly one gating Trivy run"
+    sarif = [s for s in trivy if s["with"]["format"] == "sarif"]
+    assert len(sarif) == 1
+    assert sarif[0]["with"]["limit-severities-for-sarif"] is True
+    upload = [s for s in steps(scan) if s.get("uses", "").startswith("github/codeql-action/upload-sarif@")]
+    assert len(upload) == 1
+    assert upload[0]["with"]["sarif_file"] == sarif[0]["with"]["output"]
+    assert "!cancelled()" in upload[0]["if"], "findings must be uploaded even when the gate fails"
+    assert steps(scan).index(sarif[0]) < steps(scan).index(upload[0])
+
+
+def test_rerun_is_capped_at_two_automatic_reruns(ci, rerun):
+    trigger = rerun["on"]["workflow_run"]
+    assert trigger["workflows"] == [ci["name"]]
+    assert trigger["types"] == ["completed"]
+    job = rerun["jobs"]["rerun"]
+    cond = " ".join(job["if"].split())
+    assert "github.event.workflow_run.conclusion == 'failure'" in cond
+    m = re.search(r"github\.event\.workflow_run\.run_attempt < (\d+)", cond)
+    assert m, cond
+    # run_attempt starts at 1: `< 3` re-runs attempts 1 and 2, i.e. two automatic re-runs.
+    assert int(m.group(1)) - 1 == 2
+    assert "head_repository.full_name == github.repository" in cond, "never re-run fork PRs"
+    runs = [s["run"] for s in steps(job) if "run" in s]
+    assert len(runs) == 1 and re.search(r'gh run rerun "\$RUN_ID" --failed', runs[0])
+    assert steps(job)[0]["env"]["RUN_ID"] == "${{ github.event.workflow_run.id }}"
+    # It runs no code of the run it re-runs: no checkout, no action at all.
+    assert not any("uses" in s for s in steps(job))
+
+
+def test_the_only_zizmor_ignore_is_the_documented_workflow_run():
+    ignores = [(p.name, l) for p in GITHUB_FILES for l in p.read_text().splitlines() if "zizmor: ignore" in l]
+    assert len(ignores) == 1, ignores
+    name, line = ignores[0]
+    assert name == "rerun.yml" and "ignore[dangerous-triggers]" in line and "workflow_run:" in line
+
+
+def test_retries_around_network_steps():
+    for path in (ROOT / "scripts" / "ci-build-image.sh", ROOT / "scripts" / "deploy-kind.sh"):
+        assert "ci-retry.sh" in path.read_text(), path
+    ci_text = (WORKFLOWS / "ci.yml").read_text()
+    assert ci_text.count("scripts/ci-retry.sh 3 cosign") == 2
+
+
+def test_deploy_uses_pinned_kind_and_github_environment(ci):
+    deploy = ci["jobs"]["deploy"]
+    assert deploy["environment"] == "${{ needs.build.outputs.env }}"
+    kind = [s for s in steps(deploy) if s.get("uses", "").startswith("helm/kind-action@")]
+    assert len(kind) == 1 and kind[0]["with"]["install_only"] is True
+    script = (ROOT / "scripts" / "deploy-kind.sh").read_text()
+    assert f'KIND_VERSION_EXPECTED="{kind[0]["with"]["version"]}"' in script
+    assert re.search(r'KIND_NODE_IMAGE:-kindest/node:v[\d.]+@sha256:[0-9a-f]{64}\}', script), \
+        "the kind node image must be pinned by digest"
+    env = deploy["env"]
+    assert env["ORION_API_IMAGE"] == "${{ needs.build.outputs.api_image }}"
+    assert env["ORION_EXPECT_MANIFEST_SHA256"] == "${{ needs.validate.outputs.manifest_sha256 }}"
+    eks = step_named(deploy, "Deploy to EKS")["env"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "EKS_CLUSTER_NAME"} <= set(eks)
+    summary = step_named(deploy, "Deployment summary")
+    assert summary["if"] == "${{ !cancelled() }}" and summary["run"] == "make deploy-summary"
+
+
+def test_dependabot_covers_actions_and_cargo():
+    doc = load_yaml(ROOT / ".github" / "dependabot.yml")
+    ecosystems = {u["package-ecosystem"]: u for u in doc["updates"]}
+    assert {"github-actions", "cargo"} <= set(ecosystems)
+    assert ecosystems["cargo"]["directory"] == "/"
