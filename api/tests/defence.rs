@@ -98,7 +98,8 @@ fn silent_and_dripping_connections_do_not_starve_the_api_and_are_closed_after_th
         timeouts + stalls >= 220.0,
         "closed: {timeouts} timeouts + {stalls} stalls"
     );
-    assert!(timeouts >= 200.0, "closed: {timeouts} timeouts");
+    // Drips are never shed to unblock others: they all end by the timeout.
+    assert!(timeouts >= 20.0, "closed: {timeouts} timeouts");
     assert_eq!(api.get("/").status, 200);
 }
 

@@ -38,8 +38,12 @@
 //! * `over_capacity`: more than `max_connections` open → the surplus is
 //!   closed, idle and silent connections first, newest traffic last.
 //! * `stalled`: bytes sit unread on a connection that no thread picked up
-//!   (tiny_http's task-pool race) → the longest-idle connection is closed to
-//!   free its thread for it.
+//!   (tiny_http's task-pool race) → the longest-idle connection (silent or
+//!   keep-alive, never one with a request in progress) is closed to free its
+//!   thread. With no idle connection to spare, the guard "kicks" the pool
+//!   instead: it opens and at once closes a connection to itself; tiny_http
+//!   sees no waiting thread, spawns one for it, and that thread, done in a
+//!   moment, takes the queued connection next.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -59,8 +63,8 @@ use super::sys::{self, ClientSocket, Epoll, EventFd, TcpSnapshot};
 const RESCAN: Duration = Duration::from_secs(2);
 /// A request byte left unread for this long means no thread is serving it.
 const STALL: Duration = Duration::from_millis(100);
-/// A partial request older than this may be shed to unblock a stalled one.
-const SLOW_DRIP: Duration = Duration::from_secs(1);
+/// At most this many pool kicks per evaluation.
+const MAX_KICKS: usize = 8;
 /// Connections waiting this long in the accept queue, with no new
 /// connection reaching tiny_http meanwhile, mean its accept loop is gone.
 const ACCEPT_STUCK: Duration = Duration::from_secs(3);
@@ -418,6 +422,25 @@ impl Inner {
         }
     }
 
+    /// Opens and closes a connection to ourselves, so that tiny_http spawns a
+    /// fresh pool thread that then takes a queued connection (see `stalled`).
+    fn kick_pool(&self) {
+        let addr = match sys::local_addr(self.listener_fd) {
+            Some(SocketAddr::V4(a)) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            Some(SocketAddr::V6(a)) if a.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+            }
+            Some(a) => a,
+            None => return,
+        };
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            log::debug!(port = addr.port(); "guard: kicked the connection pool for a stalled connection");
+            drop(s);
+        }
+    }
+
     /// Waits until the accept queue is empty (or `max` passed; a queue that
     /// never empties is the dead-accept-loop case handled in `run`).
     fn wait_accepted(&self, max: Duration) {
@@ -533,7 +556,7 @@ impl Inner {
         let mut gone = Vec::new();
         let mut deadline: Option<Instant> = None;
         let mut at = |t: Instant| deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
-        let mut stalled = false;
+        let mut stalled = 0usize;
         // (waiting-since, inode, partial request?) of connections that may be shed.
         let mut idle: Vec<(Instant, u64, bool)> = Vec::new();
 
@@ -607,7 +630,10 @@ impl Inner {
                 at(c.since + limits.header_timeout);
                 if snap.unread > 0 {
                     if now.duration_since(c.consumed_moved) >= STALL {
-                        stalled = true;
+                        stalled += 1;
+                        // Look again soon: the kick or the freed thread
+                        // should have picked it up by then.
+                        at(now + STALL);
                     } else {
                         at(c.consumed_moved + STALL);
                     }
@@ -624,18 +650,18 @@ impl Inner {
             let victims: Vec<(u64, bool)> = idle
                 .iter()
                 .filter(|(_, i, _)| !gone.contains(i))
-                .filter(|(since, _, partial)| {
-                    reason != "stalled" || !partial || now.duration_since(*since) >= SLOW_DRIP
-                })
+                .filter(|(_, _, partial)| reason != "stalled" || !partial)
                 .take(n)
                 .map(|(_, i, partial)| (*i, *partial))
                 .collect();
+            let closed = victims.len();
             for (ino, partial) in victims {
                 if let Some(c) = conns.get(&ino) {
                     self.close(c, reason, partial.then_some(RESPONSE_503));
                     gone.push(ino);
                 }
             }
+            closed
         };
         let live = conns.len() - gone.len();
         if live > limits.max_connections {
@@ -646,8 +672,11 @@ impl Inner {
                 &mut gone,
             );
         }
-        if stalled {
-            shed(1, "stalled", &mut conns, &mut gone);
+        if stalled > 0 {
+            let freed = shed(stalled, "stalled", &mut conns, &mut gone);
+            for _ in freed..stalled.min(MAX_KICKS) {
+                self.kick_pool();
+            }
         }
         for ino in gone {
             conns.remove(&ino);

@@ -1,0 +1,49 @@
+//! The serving layer in-process: a panicking handler answers 500, is counted,
+//! and the server keeps serving.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use orion_shared::http::{HttpConfig, Reply, RequestMetrics, Router, Server};
+use orion_shared::shutdown::Shutdown;
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn a_panicking_handler_answers_500_and_the_server_lives_on() {
+    let registry = orion_shared::metrics::new_registry("test");
+    let metrics = RequestMetrics::register(&registry);
+    let router = Router::new()
+        .get("/boom", || panic!("handler exploded"))
+        .get("/ok", || Reply::json(200, &serde_json::json!({"ok": true})));
+    let server = Server::start(
+        &HttpConfig::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        router,
+        Some(metrics),
+        &registry,
+        Shutdown::new(),
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    for _ in 0..3 {
+        let (status, body) = get(addr, "/boom");
+        assert_eq!(status, 500);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], 500);
+        assert_eq!(get(addr, "/ok").0, 200);
+    }
+    let text = String::from_utf8(orion_shared::metrics::encode(&registry)).unwrap();
+    assert!(text.contains("http_handler_panics_total 3"), "{text}");
+    assert!(text.contains(r#"http_requests_total{method="GET",route="/boom",status_code="500"} 3"#));
+}
