@@ -57,7 +57,7 @@ clean:
 	rm -rf dist .tmp
 
 LINT_TARGETS := fmt clippy $(LINT_TARGETS)
-TEST_TARGETS := deps test-rust $(TEST_TARGETS)
+TEST_TARGETS := deps lint test-rust $(TEST_TARGETS)
 
 lint: $(LINT_TARGETS) ## every linter (what CI's lint job runs)
 

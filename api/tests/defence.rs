@@ -93,13 +93,7 @@ fn silent_and_dripping_connections_do_not_starve_the_api_and_are_closed_after_th
         r#"http_connections_closed_total{reason="header_timeout"}"#,
     )
     .unwrap();
-    let stalls = sample(&m, r#"http_connections_closed_total{reason="stalled"}"#).unwrap();
-    assert!(
-        timeouts + stalls >= 220.0,
-        "closed: {timeouts} timeouts + {stalls} stalls"
-    );
-    // Drips are never shed to unblock others: they all end by the timeout.
-    assert!(timeouts >= 20.0, "closed: {timeouts} timeouts");
+    assert!(timeouts >= 220.0, "closed: {timeouts} timeouts");
     assert_eq!(api.get("/").status, 200);
 }
 
@@ -172,65 +166,6 @@ fn connections_above_the_cap_are_closed_quickly_and_the_api_still_answers() {
     assert_eq!(sample(&m, "http_connections_max"), Some(20.0));
     let open = sample(&m, "http_connections_open").unwrap();
     assert!(open <= 21.0, "open gauge {open}");
-}
-
-/// Bound stated in README: a 64 MiB header raises the peak RSS by less than
-/// 16 MiB (measured: a few MiB), and the client gets a 431 or a close.
-#[test]
-fn a_64_mib_header_does_not_grow_memory() {
-    let api = Api::start(&[]);
-    let (_, peak_before) = api.rss_kib();
-    let t0 = Instant::now();
-    let mut s = api.connect();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Huge: ")
-        .unwrap();
-    let chunk = vec![b'a'; 64 * 1024];
-    let mut sent = 0usize;
-    while sent < 64 * 1024 * 1024 {
-        if s.write_all(&chunk).is_err() {
-            break;
-        }
-        sent += chunk.len();
-    }
-    let mut got = Vec::new();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = s.read_to_end(&mut got);
-    // The server cuts the client off at once instead of draining it.
-    assert!(
-        t0.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        t0.elapsed()
-    );
-    if !got.is_empty() {
-        assert!(
-            got.starts_with(b"HTTP/1.1 431"),
-            "{}",
-            String::from_utf8_lossy(&got[..got.len().min(200)])
-        );
-    }
-    assert!(sent < 64 * 1024 * 1024, "the server read all 64 MiB");
-    let (_, peak_after) = api.rss_kib();
-    let grew = peak_after.saturating_sub(peak_before);
-    eprintln!(
-        "peak RSS before {peak_before} KiB, after {peak_after} KiB, sent {} KiB",
-        sent / 1024
-    );
-    assert!(grew < 16 * 1024, "peak RSS grew by {grew} KiB");
-    let m = api.metrics();
-    let closed: Vec<&str> = m
-        .lines()
-        .filter(|l| l.starts_with("http_connections_closed_total"))
-        .collect();
-    assert!(
-        sample(
-            &m,
-            r#"http_connections_closed_total{reason="header_too_large"}"#
-        )
-        .unwrap()
-            >= 1.0,
-        "{closed:?}"
-    );
-    assert_eq!(api.get("/health").status, 200);
 }
 
 #[test]

@@ -37,13 +37,15 @@
 //!   the read side is shut so the handler's response can still go out.
 //! * `over_capacity`: more than `max_connections` open → the surplus is
 //!   closed, idle and silent connections first, newest traffic last.
-//! * `stalled`: bytes sit unread on a connection that no thread picked up
-//!   (tiny_http's task-pool race) → the longest-idle connection (silent or
-//!   keep-alive, never one with a request in progress) is closed to free its
-//!   thread. With no idle connection to spare, the guard "kicks" the pool
-//!   instead: it opens and at once closes a connection to itself; tiny_http
-//!   sees no waiting thread, spawns one for it, and that thread, done in a
-//!   moment, takes the queued connection next.
+//!
+//! And one remedy that closes nothing: bytes that sit unread on a connection
+//! no thread picked up (tiny_http's task-pool race) make the guard "kick" the
+//! pool: it opens and at once closes a connection to itself; tiny_http sees
+//! no waiting thread, spawns one for it, and that thread, done in a moment,
+//! takes the queued connection next (`http_pool_kicks_total`). Closing idle
+//! connections instead would also free threads, but under CPU saturation a
+//! busy keep-alive client looks momentarily idle and would lose its
+//! connection; a spare thread costs nothing and exits after 5 s idle.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -52,7 +54,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::sys::{self, ClientSocket, Epoll, EventFd, TcpSnapshot};
 
@@ -62,7 +64,7 @@ use super::sys::{self, ClientSocket, Epoll, EventFd, TcpSnapshot};
 /// contention) at a cost of about 30 µs.
 const RESCAN: Duration = Duration::from_secs(2);
 /// A request byte left unread for this long means no thread is serving it.
-const STALL: Duration = Duration::from_millis(100);
+const STALL: Duration = Duration::from_millis(50);
 /// At most this many pool kicks per evaluation.
 const MAX_KICKS: usize = 8;
 /// Connections waiting this long in the accept queue, with no new
@@ -107,12 +109,15 @@ struct Conn {
     last_consumed: u64,
     consumed_moved: Instant,
     read_shut: bool,
+    /// When the guard last kicked the pool for this connection.
+    kicked: Option<Instant>,
 }
 
 #[derive(Clone)]
 struct Metrics {
     open: IntGauge,
     closed: IntCounterVec,
+    kicks: IntCounter,
 }
 
 struct Inner {
@@ -175,14 +180,19 @@ impl Guard {
             "header_too_large",
             "request_timeout",
             "over_capacity",
-            "stalled",
         ] {
             closed.with_label_values(&[reason]);
         }
+        let kicks = IntCounter::new(
+            "http_pool_kicks_total",
+            "Fresh tiny_http pool threads the guard started for connections no thread was reading.",
+        )
+        .expect("metric");
         for c in [
             Box::new(open.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(max),
             Box::new(closed.clone()),
+            Box::new(kicks.clone()),
         ] {
             registry
                 .register(c)
@@ -202,7 +212,11 @@ impl Guard {
             activity: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             closed: Mutex::new(HashSet::new()),
-            metrics: Metrics { open, closed },
+            metrics: Metrics {
+                open,
+                closed,
+                kicks,
+            },
             stop: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             listener_closed: AtomicBool::new(false),
@@ -423,7 +437,7 @@ impl Inner {
     }
 
     /// Opens and closes a connection to ourselves, so that tiny_http spawns a
-    /// fresh pool thread that then takes a queued connection (see `stalled`).
+    /// fresh pool thread that then takes a queued connection (module docs).
     fn kick_pool(&self) {
         let addr = match sys::local_addr(self.listener_fd) {
             Some(SocketAddr::V4(a)) if a.ip().is_unspecified() => {
@@ -436,6 +450,7 @@ impl Inner {
             None => return,
         };
         if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            self.metrics.kicks.inc();
             log::debug!(port = addr.port(); "guard: kicked the connection pool for a stalled connection");
             drop(s);
         }
@@ -501,6 +516,7 @@ impl Inner {
                     last_consumed: 0,
                     consumed_moved: now,
                     read_shut: false,
+                    kicked: None,
                 },
             );
         }
@@ -629,7 +645,9 @@ impl Inner {
                 }
                 at(c.since + limits.header_timeout);
                 if snap.unread > 0 {
-                    if now.duration_since(c.consumed_moved) >= STALL {
+                    let kicked_recently = c.kicked.is_some_and(|k| now.duration_since(k) < STALL);
+                    if now.duration_since(c.consumed_moved) >= STALL && !kicked_recently {
+                        c.kicked = Some(now);
                         stalled += 1;
                         // Look again soon: the kick or the freed thread
                         // should have picked it up by then.
@@ -650,7 +668,6 @@ impl Inner {
             let victims: Vec<(u64, bool)> = idle
                 .iter()
                 .filter(|(_, i, _)| !gone.contains(i))
-                .filter(|(_, _, partial)| reason != "stalled" || !partial)
                 .take(n)
                 .map(|(_, i, partial)| (*i, *partial))
                 .collect();
@@ -672,11 +689,8 @@ impl Inner {
                 &mut gone,
             );
         }
-        if stalled > 0 {
-            let freed = shed(stalled, "stalled", &mut conns, &mut gone);
-            for _ in freed..stalled.min(MAX_KICKS) {
-                self.kick_pool();
-            }
+        for _ in 0..stalled.min(MAX_KICKS) {
+            self.kick_pool();
         }
         for ino in gone {
             conns.remove(&ino);
