@@ -71,7 +71,11 @@ const MAX_KICKS: usize = 8;
 /// connection reaching tiny_http meanwhile, mean its accept loop is gone.
 const ACCEPT_STUCK: Duration = Duration::from_secs(3);
 /// How often the listener itself is checked while nothing else happens.
-const LIVENESS: Duration = Duration::from_secs(1);
+const LIVENESS: Duration = Duration::from_secs(5);
+/// With no connection open and none arriving for this long, rescans slow
+/// down to [`IDLE_RESCAN`].
+const IDLE_AFTER: Duration = Duration::from_secs(30);
+const IDLE_RESCAN: Duration = Duration::from_secs(15);
 /// Wake-ups are coalesced: under load the guard runs at most once per this.
 const COALESCE: Duration = Duration::from_millis(2);
 
@@ -330,6 +334,16 @@ impl Inner {
         let mut follow_ups: Vec<Instant> = Vec::new();
         let mut next_deadline: Option<Instant> = None;
         let mut last_discovery = Instant::now();
+        let mut last_arrival = Instant::now();
+        // Idle (nothing open, no arrival for a while) the guard sleeps long:
+        // the worker's idle CPU budget is a few ms per minute.
+        let rescan_every = |last_arrival: Instant| {
+            if self.open_count.load(Ordering::Relaxed) > 0 || last_arrival.elapsed() < IDLE_AFTER {
+                RESCAN
+            } else {
+                IDLE_RESCAN
+            }
+        };
         let mut backlog_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
@@ -338,7 +352,7 @@ impl Inner {
                 let rescan = if self.draining.load(Ordering::Relaxed) {
                     last_scan + Duration::from_millis(10)
                 } else {
-                    last_scan + RESCAN
+                    last_scan + rescan_every(last_arrival)
                 };
                 wake_at = Some(wake_at.map_or(rescan, |w| w.min(rescan)));
             }
@@ -367,12 +381,13 @@ impl Inner {
             }
             let now = Instant::now();
             log::trace!(events = events.len(), timeout_ms = timeout_ms; "guard: woke");
-            let mut scan =
-                now.duration_since(last_scan) >= RESCAN || self.draining.load(Ordering::Relaxed);
+            let mut scan = now.duration_since(last_scan) >= rescan_every(last_arrival)
+                || self.draining.load(Ordering::Relaxed);
             for &(token, ev) in &events {
                 match token {
                     TOKEN_LISTENER => {
                         scan = true;
+                        last_arrival = now;
                         // Let tiny_http take the new connections off the
                         // accept queue before we look for their fds (under
                         // CPU pressure its accept thread can lag by more
