@@ -190,27 +190,31 @@ impl Router {
     }
 
     pub fn get(
-        mut self,
+        self,
         path: &'static str,
         handler: impl Fn() -> Reply + Send + Sync + 'static,
     ) -> Router {
-        self.routes.push(Route {
-            path,
-            quiet: false,
-            handler: Box::new(handler),
-        });
-        self
+        self.route(path, false, handler)
     }
 
     /// A GET route whose requests are logged at debug (health, readiness, metrics).
     pub fn get_quiet(
+        self,
+        path: &'static str,
+        handler: impl Fn() -> Reply + Send + Sync + 'static,
+    ) -> Router {
+        self.route(path, true, handler)
+    }
+
+    fn route(
         mut self,
         path: &'static str,
+        quiet: bool,
         handler: impl Fn() -> Reply + Send + Sync + 'static,
     ) -> Router {
         self.routes.push(Route {
             path,
-            quiet: true,
+            quiet,
             handler: Box::new(handler),
         });
         self
