@@ -86,7 +86,7 @@ def main():
         api_log = open(os.path.join(tmp, "api.log"), "wb")
         api = subprocess.Popen(
             [BIN], stdout=api_log, stderr=subprocess.STDOUT,
-            env={"PORT": str(api_port), "LOG_LEVEL": "debug", "NODE_ENV": "production",
+            env={"PORT": str(api_port), "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "debug"), "NODE_ENV": "production",
                  **({"HTTP_THREADS": os.environ["HTTP_THREADS"]} if os.environ.get("HTTP_THREADS") else {})},
         )
         procs.append(api)
