@@ -19,16 +19,14 @@ pub const SERVICE: &str = "api";
 pub fn run() -> i32 {
     let env = Env::from_process();
     let cfg = exit_on_error("orion-api", config::Config::from_env(&env));
-    let nofile = orion_shared::http::sys::raise_nofile_limit().unwrap_or(1024);
-    exit_on_error("orion-api", cfg.common.http.check_fd_budget(nofile));
+    let nofile = exit_on_error("orion-api", cfg.common.http.prepare_fd_limit());
     orion_shared::logging::init(SERVICE, &cfg.common.environment, &cfg.common.log_level);
     orion_shared::logging::install_panic_hook();
 
     let shutdown = Shutdown::install();
     let registry = orion_shared::metrics::new_registry(SERVICE);
     let metrics = RequestMetrics::register(&registry);
-    let ready = routes::Readiness::default();
-    let router = routes::router(&cfg.common.environment, ready.clone(), registry.clone());
+    let router = routes::router(&cfg.common.environment, shutdown.clone(), registry.clone());
     let addr = SocketAddr::from(([0, 0, 0, 0], cfg.port));
     let server = match Server::start(
         &cfg.common.http,
@@ -44,7 +42,6 @@ pub fn run() -> i32 {
             return 1;
         }
     };
-    ready.set(true);
     let http = &cfg.common.http;
     log::info!(
         port = server.local_addr().port(),
@@ -64,7 +61,6 @@ pub fn run() -> i32 {
             1
         }
         Event::Stop => {
-            ready.set(false);
             let delay = cfg.common.shutdown_delay;
             log::info!(delay_ms = delay.as_millis() as u64, timeout_ms = cfg.common.shutdown_timeout.as_millis() as u64; "shutting down: readiness is 503, still serving for the delay");
             std::thread::sleep(delay);

@@ -1,32 +1,16 @@
 //! The API's routes: liveness, readiness, service info and metrics.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use orion_shared::build_info::{COMMIT, VERSION};
 use orion_shared::http::{Reply, Router};
+use orion_shared::logging::timestamp_now;
+use orion_shared::shutdown::Shutdown;
 use prometheus::Registry;
 use serde_json::json;
 
-/// Readiness: true while serving, false from the moment a shutdown signal
-/// arrives (so load balancers stop sending before the listener closes).
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
-    }
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-fn now_rfc3339() -> String {
-    orion_shared::logging::timestamp_now()
-}
-
-pub fn router(environment: &str, ready: Readiness, registry: Registry) -> Router {
+/// `/ready` answers 200 until a shutdown signal (or a fatal error) arrives,
+/// then 503 at once, so load balancers stop sending before the listener
+/// closes: readiness is `!shutdown.is_stopping()`, no state of its own.
+pub fn router(environment: &str, shutdown: Shutdown, registry: Registry) -> Router {
     let env_health = environment.to_string();
     let env_ready = environment.to_string();
     let info = Reply::json(
@@ -46,12 +30,12 @@ pub fn router(environment: &str, ready: Readiness, registry: Registry) -> Router
                     "status": "ok",
                     "service": "api",
                     "environment": env_health,
-                    "timestamp": now_rfc3339(),
+                    "timestamp": timestamp_now(),
                 }),
             )
         })
         .get_quiet("/ready", move || {
-            let ok = ready.get();
+            let ok = !shutdown.is_stopping();
             Reply::json(
                 if ok { 200 } else { 503 },
                 &json!({
@@ -62,11 +46,5 @@ pub fn router(environment: &str, ready: Readiness, registry: Registry) -> Router
             )
         })
         .get("/", move || info.clone())
-        .get_quiet("/metrics", move || {
-            Reply::bytes(
-                200,
-                orion_shared::metrics::CONTENT_TYPE,
-                orion_shared::metrics::encode(&registry),
-            )
-        })
+        .get_quiet("/metrics", move || orion_shared::metrics::reply(&registry))
 }

@@ -9,3 +9,5 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;

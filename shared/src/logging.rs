@@ -56,10 +56,7 @@ pub fn init(service: &'static str, environment: &str, filter: &str) {
     builder
         .parse_filters(filter)
         .target(env_logger::Target::Stdout)
-        .format(move |buf, record| {
-            let line = format_line(service, &environment, record);
-            buf.write_all(line.as_bytes())
-        });
+        .format(move |buf, record| buf.write_all(&render(service, &environment, record)));
     // A second init (tests start several services in one process) is harmless.
     let _ = builder.try_init();
 }
@@ -71,35 +68,45 @@ pub fn timestamp_now() -> String {
 
 /// Renders one record as a JSON line (with the trailing newline).
 pub fn format_line(service: &str, environment: &str, record: &log::Record<'_>) -> String {
-    let mut out = String::with_capacity(256);
-    out.push_str("{\"timestamp\":\"");
-    out.push_str(&timestamp_now());
-    out.push_str("\",\"level\":\"");
-    out.push_str(match record.level() {
-        log::Level::Error => "error",
-        log::Level::Warn => "warn",
-        log::Level::Info => "info",
-        log::Level::Debug => "debug",
-        log::Level::Trace => "trace",
+    // `render` only writes JSON, which is UTF-8.
+    String::from_utf8(render(service, environment, record)).unwrap_or_default()
+}
+
+/// The line as bytes. Every request is logged, so this stays on one buffer:
+/// strings are escaped straight into it, numbers written in place.
+fn render(service: &str, environment: &str, record: &log::Record<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    out.extend_from_slice(timestamp_now().as_bytes());
+    out.extend_from_slice(b"\",\"level\":\"");
+    out.extend_from_slice(match record.level() {
+        log::Level::Error => b"error",
+        log::Level::Warn => b"warn",
+        log::Level::Info => b"info",
+        log::Level::Debug => b"debug",
+        log::Level::Trace => b"trace",
     });
-    out.push_str("\",\"message\":");
-    push_json_str(&mut out, &record.args().to_string());
-    out.push_str(",\"service\":");
+    out.extend_from_slice(b"\",\"message\":");
+    match record.args().as_str() {
+        Some(literal) => push_json_str(&mut out, literal),
+        None => push_json_str(&mut out, &record.args().to_string()),
+    }
+    out.extend_from_slice(b",\"service\":");
     push_json_str(&mut out, service);
-    out.push_str(",\"environment\":");
+    out.extend_from_slice(b",\"environment\":");
     push_json_str(&mut out, environment);
     if record.level() <= log::Level::Warn || record.level() == log::Level::Trace {
-        out.push_str(",\"target\":");
+        out.extend_from_slice(b",\"target\":");
         push_json_str(&mut out, record.target());
     }
     let mut fields = Fields { out: &mut out };
     let _ = record.key_values().visit(&mut fields);
-    out.push_str("}\n");
+    out.extend_from_slice(b"}\n");
     out
 }
 
 struct Fields<'a> {
-    out: &'a mut String,
+    out: &'a mut Vec<u8>,
 }
 
 impl<'kvs> VisitSource<'kvs> for Fields<'_> {
@@ -112,32 +119,34 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
         ) {
             return Ok(());
         }
-        self.out.push(',');
-        push_json_str(self.out, key);
-        self.out.push(':');
-        if let Some(b) = value.to_bool() {
-            self.out.push_str(if b { "true" } else { "false" });
+        let out = &mut *self.out;
+        out.push(b',');
+        push_json_str(out, key);
+        out.push(b':');
+        // Writing into a Vec cannot fail.
+        let _ = if let Some(b) = value.to_bool() {
+            write!(out, "{b}")
         } else if let Some(n) = value.to_u64() {
-            self.out.push_str(&n.to_string());
+            write!(out, "{n}")
         } else if let Some(n) = value.to_i64() {
-            self.out.push_str(&n.to_string());
+            write!(out, "{n}")
         } else if let Some(f) = value.to_f64().filter(|f| f.is_finite()) {
-            self.out.push_str(
-                &serde_json::Number::from_f64(f).map_or_else(|| "null".into(), |n| n.to_string()),
-            );
+            serde_json::to_writer(&mut *out, &f).map_err(std::io::Error::from)
+        } else if let Some(s) = value.to_borrowed_str() {
+            push_json_str(out, s);
+            Ok(())
         } else {
-            push_json_str(self.out, &value.to_string());
-        }
+            push_json_str(out, &value.to_string());
+            Ok(())
+        };
         Ok(())
     }
 }
 
-fn push_json_str(out: &mut String, s: &str) {
-    // serde_json's string serialisation is the escaping we trust.
-    match serde_json::to_string(s) {
-        Ok(quoted) => out.push_str(&quoted),
-        Err(_) => out.push_str("\"\""),
-    }
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's string serialisation is the escaping we trust; it cannot
+    // fail on a str written into a Vec.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Routes panics through the logger so they arrive as JSON lines too.

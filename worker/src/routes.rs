@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
 use orion_shared::http::{Reply, Router};
 use orion_shared::shutdown::Shutdown;
 use prometheus::Registry;
@@ -24,17 +23,13 @@ pub fn router(state: Arc<State>) -> Router {
         .get_quiet("/health", move || health(&h))
         .get_quiet("/ready", move || ready(&r))
         .get_quiet("/metrics", move || {
-            Reply::bytes(
-                200,
-                orion_shared::metrics::CONTENT_TYPE,
-                orion_shared::metrics::encode(&m.registry),
-            )
+            orion_shared::metrics::reply(&m.registry)
         })
 }
 
 /// Liveness: 200 while the scheduler loop heartbeats and no job hangs, else 503 with the reason.
 fn health(state: &State) -> Reply {
-    let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let timestamp = orion_shared::logging::timestamp_now();
     let running = state.health.job_running_for().map(|d| d.as_secs_f64());
     let heartbeat_age = state.health.heartbeat_age().as_secs_f64();
     match state.health.check() {

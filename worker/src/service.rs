@@ -28,16 +28,9 @@ pub fn run(cfg: WorkerConfig) -> i32 {
     orion_shared::logging::install_panic_hook();
     let shutdown = Shutdown::install();
 
-    match orion_shared::http::sys::raise_nofile_limit() {
-        Ok(nofile) => {
-            if let Err(e) = cfg.common.http.check_fd_budget(nofile) {
-                eprintln!("orion-worker: configuration error: {e}");
-                return orion_shared::config::EXIT_CONFIG;
-            }
-        }
-        Err(e) => {
-            log::warn!(error = e.to_string().as_str(); "could not raise the open-files limit")
-        }
+    if let Err(e) = cfg.common.http.prepare_fd_limit() {
+        eprintln!("orion-worker: configuration error: {e}");
+        return orion_shared::config::EXIT_CONFIG;
     }
 
     let registry = orion_shared::metrics::new_registry(SERVICE);

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{run, sample, Worker};
@@ -36,42 +34,6 @@ const SHARED_METRICS: &[&str] = &[
 
 /// `promtool check metrics` must report nothing. promtool is optional on a workstation, required
 /// in CI (a missing tool there is a failure, not a skip).
-fn promtool_check(metrics: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "promtool is required under CI=true (make deps installs it)"
-            );
-            eprintln!("promtool not installed: skipping `promtool check metrics` (not CI)");
-            return;
-        }
-        Err(e) => panic!("promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}"
-    );
-}
 
 #[test]
 fn runs_at_start_serves_health_ready_metrics_and_stops_on_sigterm_within_a_second() {
@@ -126,7 +88,7 @@ fn runs_at_start_serves_health_ready_metrics_and_stops_on_sigterm_within_a_secon
     assert!(metrics.contains("worker_job_duration_seconds_bucket{le=\"600\"}"));
     assert!(metrics.contains("orion_build_info{commit="));
     assert!(metrics.contains("service=\"worker\""));
-    promtool_check(&metrics);
+    orion_shared::testing::assert_promtool_accepts(&metrics);
 
     w.signal(libc::SIGTERM);
     let (status, took) = w.wait_exit(Duration::from_secs(5));

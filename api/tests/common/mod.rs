@@ -3,20 +3,15 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_orion-api");
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use orion_shared::testing::{assert_promtool_accepts, free_port};
 
 pub struct Api {
     pub child: Child,
@@ -281,26 +276,8 @@ pub fn read_for(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
 /// Whether the server closed `s` (EOF or reset) within `timeout`; bytes the
 /// server sent first (a 408) are returned.
 pub fn closed_within(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
-    s.set_read_timeout(Some(timeout)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    let start = Instant::now();
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return Some(got),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                return None
-            }
-            Err(_) => return Some(got),
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-    }
+    let (got, closed) = read_for(s, timeout);
+    closed.then_some(got)
 }
 
 /// The value of one sample line of the Prometheus text output.
@@ -310,18 +287,4 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// promtool, when CI promises it: a missing tool under CI=true is a failure.
-pub fn promtool() -> Option<String> {
-    for p in ["promtool", "/usr/bin/promtool"] {
-        if Command::new(p).arg("--version").output().is_ok() {
-            return Some(p.to_string());
-        }
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("promtool is required under CI=true (Debian package prometheus)");
-    }
-    eprintln!("SKIPPED: promtool not installed; `make deps` installs it");
-    None
 }

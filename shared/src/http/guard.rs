@@ -50,7 +50,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,7 +117,6 @@ struct Conn {
     kicked: Option<Instant>,
 }
 
-#[derive(Clone)]
 struct Metrics {
     open: IntGauge,
     closed: IntCounterVec,
@@ -139,7 +138,6 @@ struct Inner {
     draining: AtomicBool,
     listener_closed: AtomicBool,
     listener_inode: Option<u64>,
-    open_count: AtomicI64,
     on_fatal: Box<dyn Fn(String) + Send + Sync>,
 }
 
@@ -225,7 +223,6 @@ impl Guard {
             draining: AtomicBool::new(false),
             listener_closed: AtomicBool::new(false),
             listener_inode: sys::socket_inode(listener_fd),
-            open_count: AtomicI64::new(0),
             on_fatal,
         });
         let run = inner.clone();
@@ -289,9 +286,15 @@ impl Guard {
         }
     }
 
-    /// The listener is being shut on purpose: stop watching the accept queue.
-    pub fn listener_closing(&self) {
-        self.inner.listener_closed.store(true, Ordering::SeqCst);
+    /// The listener is being shut on purpose: stop watching the accept
+    /// queue. Returns false if that was already so.
+    pub fn close_listener(&self) -> bool {
+        !self.inner.listener_closed.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether the listener was shut on purpose.
+    pub fn listener_closed(&self) -> bool {
+        self.inner.listener_closed.load(Ordering::SeqCst)
     }
 
     /// From now on idle connections are closed at once (graceful stop).
@@ -315,10 +318,6 @@ impl Guard {
         (open, in_flight)
     }
 
-    pub fn open_connections(&self) -> i64 {
-        self.inner.open_count.load(Ordering::Relaxed)
-    }
-
     pub fn stop(&self) {
         self.inner.stop.store(true, Ordering::SeqCst);
         self.inner.wake.notify();
@@ -338,7 +337,7 @@ impl Inner {
         // Idle (nothing open, no arrival for a while) the guard sleeps long:
         // the worker's idle CPU budget is a few ms per minute.
         let rescan_every = |last_arrival: Instant| {
-            if self.open_count.load(Ordering::Relaxed) > 0 || last_arrival.elapsed() < IDLE_AFTER {
+            if self.metrics.open.get() > 0 || last_arrival.elapsed() < IDLE_AFTER {
                 RESCAN
             } else {
                 IDLE_RESCAN
@@ -347,34 +346,25 @@ impl Inner {
         let mut backlog_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let mut wake_at = next_deadline;
-            {
-                let rescan = if self.draining.load(Ordering::Relaxed) {
-                    last_scan + Duration::from_millis(10)
-                } else {
-                    last_scan + rescan_every(last_arrival)
-                };
-                wake_at = Some(wake_at.map_or(rescan, |w| w.min(rescan)));
-            }
-            if backlog_since.is_some() {
-                let check = now + Duration::from_millis(500);
-                wake_at = Some(wake_at.map_or(check, |w| w.min(check)));
-            }
-            if let Some(f) = follow_ups.iter().min() {
-                wake_at = Some(wake_at.map_or(*f, |w| w.min(*f)));
-            }
-            // The listener is checked at least once a second (see below).
-            let liveness = now + LIVENESS;
-            wake_at = Some(wake_at.map_or(liveness, |w| w.min(liveness)));
-            let timeout_ms = match wake_at {
-                None => -1,
-                // Rounded up: a deadline 0.4 ms away must not become a
-                // zero timeout and a spin.
-                Some(t) => {
-                    let us = t.saturating_duration_since(now).as_micros();
-                    us.div_ceil(1000).min(60_000) as i32
-                }
+            // The listener is checked at least every LIVENESS (see below).
+            let rescan = if self.draining.load(Ordering::Relaxed) {
+                last_scan + Duration::from_millis(10)
+            } else {
+                last_scan + rescan_every(last_arrival)
             };
+            let backlog_check = backlog_since.map(|_| now + Duration::from_millis(500));
+            let wake_at = [next_deadline, Some(rescan), backlog_check]
+                .into_iter()
+                .chain(follow_ups.iter().copied().map(Some))
+                .flatten()
+                .fold(now + LIVENESS, Instant::min);
+            // Rounded up: a deadline 0.4 ms away must not become a zero
+            // timeout and a spin.
+            let timeout_ms = wake_at
+                .saturating_duration_since(now)
+                .as_micros()
+                .div_ceil(1000)
+                .min(60_000) as i32;
             self.epoll.wait(&mut events, timeout_ms);
             if self.stop.load(Ordering::SeqCst) {
                 return;
@@ -422,15 +412,17 @@ impl Inner {
             // them: report it so the process exits and is restarted.
             // If its thread panicked, the listener was dropped with it:
             // our fd is closed (or reused) and nothing listens any more.
+            let backlog = sys::accept_backlog(self.listener_fd);
             let listening = self.listener_inode.is_some()
                 && sys::socket_inode(self.listener_fd) == self.listener_inode
-                && sys::accept_backlog(self.listener_fd).is_some();
-            if !listening && !self.listener_closed.load(Ordering::SeqCst) {
+                && backlog.is_some();
+            let closing = self.listener_closed.load(Ordering::SeqCst);
+            if !listening && !closing {
                 (self.on_fatal)("the listening socket is gone".to_string());
                 return;
             }
-            match sys::accept_backlog(self.listener_fd).filter(|n| *n > 0) {
-                Some(waiting) if !self.listener_closed.load(Ordering::SeqCst) => {
+            match backlog.filter(|n| *n > 0) {
+                Some(waiting) if !closing => {
                     let since = *backlog_since.get_or_insert(now);
                     if now.duration_since(since) >= ACCEPT_STUCK
                         && now.duration_since(last_discovery) >= ACCEPT_STUCK
@@ -543,7 +535,6 @@ impl Inner {
         let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());
         activity.retain(|peer, a| a.in_flight > 0 || peers.contains(peer));
         drop(activity);
-        self.open_count.store(open as i64, Ordering::Relaxed);
         self.metrics.open.set(open as i64);
         discovered
     }
@@ -588,7 +579,8 @@ impl Inner {
         let mut deadline: Option<Instant> = None;
         let mut at = |t: Instant| deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
         let mut stalled = 0usize;
-        // (waiting-since, inode, partial request?) of connections that may be shed.
+        // (waiting-since, inode, partial request?) of connections that may be shed
+        // (none of them is in `gone`).
         let mut idle: Vec<(Instant, u64, bool)> = Vec::new();
 
         for (ino, c) in conns.iter_mut() {
@@ -676,33 +668,17 @@ impl Inner {
                 }
             }
         }
-        // Idle and silent connections go first (oldest first); partial
-        // requests only after them, and for a stall only slow ones.
-        idle.sort_by_key(|(since, ino, partial)| (*partial, *since, *ino));
-        let shed = |n: usize, reason: &str, conns: &mut HashMap<u64, Conn>, gone: &mut Vec<u64>| {
-            let victims: Vec<(u64, bool)> = idle
-                .iter()
-                .filter(|(_, i, _)| !gone.contains(i))
-                .take(n)
-                .map(|(_, i, partial)| (*i, *partial))
-                .collect();
-            let closed = victims.len();
-            for (ino, partial) in victims {
+        // Over the cap: shed idle and silent connections first (oldest first),
+        // partial requests only after them.
+        let live = conns.len() - gone.len();
+        if live > limits.max_connections {
+            idle.sort_by_key(|(since, ino, partial)| (*partial, *since, *ino));
+            for &(_, ino, partial) in idle.iter().take(live - limits.max_connections) {
                 if let Some(c) = conns.get(&ino) {
-                    self.close(c, reason, partial.then_some(RESPONSE_503));
+                    self.close(c, "over_capacity", partial.then_some(RESPONSE_503));
                     gone.push(ino);
                 }
             }
-            closed
-        };
-        let live = conns.len() - gone.len();
-        if live > limits.max_connections {
-            shed(
-                live - limits.max_connections,
-                "over_capacity",
-                &mut conns,
-                &mut gone,
-            );
         }
         for _ in 0..stalled.min(MAX_KICKS) {
             self.kick_pool();
@@ -710,9 +686,7 @@ impl Inner {
         for ino in gone {
             conns.remove(&ino);
         }
-        let open = conns.len() as i64;
-        self.open_count.store(open, Ordering::Relaxed);
-        self.metrics.open.set(open);
+        self.metrics.open.set(conns.len() as i64);
         deadline
     }
 }

@@ -88,6 +88,21 @@ impl HttpConfig {
         Ok(cfg)
     }
 
+    /// Raises the soft open-files limit to the hard one and checks the
+    /// connection cap fits it (see [`HttpConfig::check_fd_budget`]); returns
+    /// the limit in force. Both services call this before serving.
+    pub fn prepare_fd_limit(&self) -> Result<u64, ConfigError> {
+        let nofile = match sys::raise_nofile_limit() {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!(error = e.to_string().as_str(); "could not raise the open-files limit; assuming 1024");
+                1024
+            }
+        };
+        self.check_fd_budget(nofile)?;
+        Ok(nofile)
+    }
+
     /// The open-files budget: tiny_http holds two descriptors per
     /// connection, plus listener, epoll, stdio and friends. Exceeding the
     /// limit makes accept fail with EMFILE, which ends tiny_http's accept

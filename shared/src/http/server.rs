@@ -20,10 +20,10 @@
 //! through [`Shutdown::fatal`], and the process exits non-zero so the
 //! orchestrator restarts it: never a live process that accepts nothing.
 
+use std::borrow::Cow;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,6 @@ struct App {
     panics: IntCounter,
     guard: Guard,
     max_body: u64,
-    stopping: AtomicBool,
     shutdown: Shutdown,
 }
 
@@ -113,7 +112,6 @@ impl Server {
             panics,
             guard,
             max_body: cfg.max_body_bytes,
-            stopping: AtomicBool::new(false),
             shutdown,
         });
         let http = Arc::new(http);
@@ -135,16 +133,11 @@ impl Server {
         self.addr
     }
 
-    pub fn open_connections(&self) -> i64 {
-        self.app.guard.open_connections()
-    }
-
     /// Stops accepting: new connections are refused from here on.
     pub fn stop_accepting(&self) {
-        if self.app.stopping.swap(true, Ordering::SeqCst) {
+        if !self.app.guard.close_listener() {
             return;
         }
-        self.app.guard.listener_closing();
         // Linux wakes a blocked accept with EINVAL when its socket is shut
         // down, and takes the socket out of the LISTEN state.
         super::sys::shutdown(self.listener_fd, true, true);
@@ -185,7 +178,7 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
         match http.recv() {
             Ok(rq) => handle(app, rq),
             Err(e) => {
-                if app.stopping.load(Ordering::SeqCst) {
+                if app.guard.listener_closed() {
                     return;
                 }
                 if e.to_string() == "thread unblocked" {
@@ -226,8 +219,7 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
     let peer = rq.remote_addr().copied();
     app.guard.request_started(peer);
     let method = method_label(rq.method());
-    let path = rq.url().split('?').next().unwrap_or("").to_string();
-    let route = app.router.find(&path);
+    let route = app.router.find(rq.url().split('?').next().unwrap_or(""));
     let route_label = route.map_or("unmatched", |r| r.path);
     let quiet = route.is_some_and(|r| r.quiet);
 
@@ -278,6 +270,23 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
         }
     };
     let status = reply.status;
+    let level = if status >= 500 {
+        log::Level::Warn
+    } else if quiet {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    // Only a request that will be logged pays for a copy of its path.
+    let shown: Option<String> = log::log_enabled!(level).then(|| {
+        rq.url()
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(256)
+            .collect()
+    });
     let mut response = Response::from_data(reply.body).with_status_code(status);
     response.add_header(header("Content-Type", reply.content_type));
     for (name, value) in &reply.headers {
@@ -290,28 +299,30 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
 
     let elapsed = start.elapsed();
     if let Some(m) = &app.metrics {
-        let code = status_str(status);
-        let labels = [method, route_label, code.as_str()];
+        let code = status_label(status);
+        let labels = [method, route_label, &code];
         m.requests.with_label_values(&labels).inc();
         m.duration
             .with_label_values(&labels)
             .observe(elapsed.as_secs_f64());
     }
-    let level = if status >= 500 {
-        log::Level::Warn
-    } else if quiet {
-        log::Level::Debug
-    } else {
-        log::Level::Info
-    };
-    if log::log_enabled!(level) {
-        let shown: String = path.chars().take(256).collect();
+    if let Some(shown) = shown {
         log::log!(level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = elapsed.as_secs_f64() * 1000.0; "request");
     }
 }
 
-fn status_str(status: u16) -> String {
-    status.to_string()
+/// The `status_code` label; the codes we answer with need no allocation.
+fn status_label(status: u16) -> Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        400 => "400".into(),
+        404 => "404".into(),
+        405 => "405".into(),
+        413 => "413".into(),
+        500 => "500".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    }
 }
 
 fn header(name: &str, value: &str) -> Header {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,14 +46,7 @@ pub fn run_timeout(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Ou
     child.wait_with_output().unwrap()
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use orion_shared::testing::free_port;
 
 /// A running worker with its stdout (JSON log lines) collected.
 pub struct Worker {
