@@ -5,14 +5,12 @@
 #                       (figures, not pass/fail; about BENCH_WORKER_MINUTES + 1 minutes)
 
 BENCH_WORKER_MINUTES ?= 3
-WORKER_TARGET_DIR    := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 BENCH_TARGETS += bench-worker
 
 .PHONY: bench-worker
 
-bench-worker: rust-targets ## worker: run lateness (p50/p99/max), idle CPU per minute and RSS of the release binary
-	cargo build --release --locked --target $(MUSL_TARGET) -p orion-worker
+bench-worker: build ## worker: run lateness (p50/p99/max), idle CPU per minute and RSS of the shipped binary
 	python3 worker/bench/bench_worker.py \
-	  --binary $(WORKER_TARGET_DIR)/$(MUSL_TARGET)/release/orion-worker \
+	  --binary $(CURDIR)/dist/amd64/orion-worker \
 	  --minutes $(BENCH_WORKER_MINUTES)

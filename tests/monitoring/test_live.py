@@ -5,8 +5,8 @@ Prometheus runs on monitoring/prometheus.yml with only the target addresses, the
 file is the shipped monitoring/alerts.yaml itself. Everything listens on 127.0.0.1 on free
 ports and every request goes to 127.0.0.1.
 
-Binaries: $ORION_BIN_DIR (default target/x86_64-unknown-linux-musl/release, what
-`make test-monitoring` builds first). A missing binary or prometheus is a failure, not a skip.
+Binaries: $ORION_BIN_DIR (default dist/amd64, the shipped binaries that `make build` lays out
+and `make test-monitoring` builds first). A missing binary or prometheus is a failure, not a skip.
 
 The tests run in file order and share one stack (module-scoped fixture):
  1. both targets up, with the labels the rules aggregate by;
@@ -47,7 +47,7 @@ from monitoring_support import (
     tool,
 )
 
-BIN_DIR = Path(os.environ.get("ORION_BIN_DIR", REPO / "target" / "x86_64-unknown-linux-musl" / "release"))
+BIN_DIR = Path(os.environ.get("ORION_BIN_DIR", REPO / "dist" / "amd64"))
 HOST = "127.0.0.1"
 
 # Panels whose queries must return data once the stack has served traffic and the worker has
@@ -147,8 +147,7 @@ class Stack:
     def _binary(self, name: str) -> str:
         path = BIN_DIR / name
         assert path.is_file() and os.access(path, os.X_OK), (
-            f"{path} is missing: build it with `cargo build --release --locked --target "
-            f"x86_64-unknown-linux-musl -p orion-api -p orion-worker` or point ORION_BIN_DIR at it"
+            f"{path} is missing: build it with `make build` or point ORION_BIN_DIR at it"
         )
         return str(path)
 
