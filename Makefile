@@ -33,7 +33,7 @@ $(VENV)/.installed: tools/requirements.txt
 	$(VENV_BIN)/pip install --quiet --disable-pip-version-check -r tools/requirements.txt
 	touch $@
 
-rust-targets: ## install the toolchain and musl targets pinned in rust-toolchain.toml
+rust-targets: tools ## the toolchain and musl targets pinned in rust-toolchain.toml (+ .venv: zig for mimalloc)
 	@rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 	@rustup target add $(MUSL_TARGET) $(ARM_TARGET) >/dev/null
 

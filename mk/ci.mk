@@ -15,7 +15,7 @@ ORION_ENV ?= dev
 CI_OUT    := $(CURDIR)/.tmp/ci
 # Without CI's variables, `make ci-env` describes a push of BRANCH.
 BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo dev)
-CI_SCRIPTS := $(wildcard scripts/deploy-*.sh scripts/ci-*.sh)
+CI_SCRIPTS := $(wildcard scripts/deploy-*.sh scripts/ci-*.sh) tools/zig-cc
 
 .PHONY: lint-ci test-ci ci-env ci-validate deploy-kind deploy-eks deploy-summary audit
 

@@ -1,6 +1,15 @@
 //! orion-api command line: the service by default, plus `healthcheck`,
 //! `--version` and `--help`.
 
+/// mimalloc instead of musl's allocator. musl's malloc serialises every
+/// allocation and free of every thread on one lock, and tiny_http allocates a
+/// lot per request on two threads (the connection's and a handler's): under
+/// load a third of the API's CPU went to that lock's futex wake-ups. mimalloc
+/// keeps per-thread heaps and frees across threads without a lock (figures in
+/// README, Benchmarks). The worker keeps musl's: it is not throughput-bound.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HELP: &str = "\
 orion-api — the Orion HTTP API
 
@@ -13,7 +22,7 @@ USAGE:
 ENVIRONMENT (defaults in brackets):
     PORT [8000]  NODE_ENV|APP_ENV [development]  LOG_LEVEL [info]
     SHUTDOWN_DELAY [0s]  SHUTDOWN_TIMEOUT [10s]
-    HTTP_THREADS [2 x CPUs]  HTTP_HEADER_TIMEOUT [10s]  HTTP_IDLE_TIMEOUT [75s]
+    HTTP_THREADS [CPUs, 2-16]  HTTP_HEADER_TIMEOUT [10s]  HTTP_IDLE_TIMEOUT [75s]
     HTTP_MAX_CONNECTIONS [512]
 ";
 

@@ -78,6 +78,21 @@ def test_binary_embeds_its_dependency_list(arch, svc):
         assert "saffron" in names and "chrono-tz" in names, sorted(names)
 
 
+@pytest.mark.parametrize("arch", ARCHES)
+def test_api_binary_runs_on_mimalloc(arch, request):
+    """The API's allocator is mimalloc on both architectures (README, Dependencies: musl's
+    malloc cost a third of its CPU under load); the worker keeps musl's. Asked of the running
+    binary, not of the crate list: MIMALLOC_VERBOSE makes mimalloc report its start-up."""
+    deps = json.loads(zlib.decompress(elf_facts(binary(arch, "api").read_bytes())["sections"][".dep-v0"]))
+    assert "mimalloc" in {p["name"] for p in deps["packages"]}
+    cmd = [request.getfixturevalue("qemu")] if arch == "arm64" else []
+    for svc, expect in (("api", True), ("worker", False)):
+        r = run(*cmd, str(binary(arch, svc)), "--version", check=False, timeout=30,
+                env={"MIMALLOC_VERBOSE": "1", "PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0, r.stderr
+        assert ("mimalloc:" in r.stderr) is expect, (svc, r.stderr[:500])
+
+
 @pytest.fixture(scope="module")
 def qemu() -> str:
     exe = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
