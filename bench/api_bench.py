@@ -13,11 +13,11 @@ default 3; nginx then the API, each round) and the summary is the median of
 the per-round figures: each ratio compares two runs seconds apart.
 """
 import json
-import statistics
 import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile

@@ -22,6 +22,15 @@ fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
     )
 }
 
+/// `orion-api healthcheck` against `port` (the only setting it reads).
+fn healthcheck(port: &str) -> std::process::Output {
+    Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", port)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn invalid_env_exits_2_with_one_line_naming_the_variable() {
     for (var, value) in [
@@ -64,11 +73,7 @@ fn max_connections_must_fit_the_open_files_limit() {
 fn healthcheck_exit_codes() {
     let api = Api::start(&[]);
     let port = api.port.to_string();
-    let out = Command::new(BIN)
-        .arg("healthcheck")
-        .env("PORT", &port)
-        .output()
-        .unwrap();
+    let out = healthcheck(&port);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -78,22 +83,14 @@ fn healthcheck_exit_codes() {
 
     // Nothing listening.
     let closed = free_port().to_string();
-    let out = Command::new(BIN)
-        .arg("healthcheck")
-        .env("PORT", &closed)
-        .output()
-        .unwrap();
+    let out = healthcheck(&closed);
     assert_eq!(out.status.code(), Some(1));
 
     // Something that accepts and never answers: fail within the 2 s budget.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let sport = silent.local_addr().unwrap().port().to_string();
     let start = Instant::now();
-    let out = Command::new(BIN)
-        .arg("healthcheck")
-        .env("PORT", &sport)
-        .output()
-        .unwrap();
+    let out = healthcheck(&sport);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         start.elapsed() < Duration::from_secs(3),
@@ -103,10 +100,6 @@ fn healthcheck_exit_codes() {
     drop(silent);
 
     // Bad PORT for the healthcheck itself is a config error.
-    let out = Command::new(BIN)
-        .arg("healthcheck")
-        .env("PORT", "nope")
-        .output()
-        .unwrap();
+    let out = healthcheck("nope");
     assert_eq!(out.status.code(), Some(2));
 }

@@ -47,10 +47,7 @@ fn requests_in_flight_when_sigterm_lands_all_complete() {
     for s in conns.iter_mut().chain(idle.iter_mut()) {
         assert!(closed_within(s, Duration::from_secs(5)).is_some());
     }
-    let (status, _) = api
-        .wait_exit(Duration::from_secs(10))
-        .expect("did not exit");
-    assert_eq!(status.code(), Some(0));
+    api.assert_exits_cleanly();
     assert!(
         t0.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -73,10 +70,7 @@ fn readiness_fails_at_once_and_serving_continues_for_the_delay() {
     // Still serving new connections during the delay.
     assert_eq!(api.get("/health").status, 200);
     assert_eq!(api.get("/").status, 200);
-    let (status, _) = api
-        .wait_exit(Duration::from_secs(10))
-        .expect("did not exit");
-    assert_eq!(status.code(), Some(0));
+    api.assert_exits_cleanly();
     let took = t0.elapsed();
     assert!(
         took >= Duration::from_millis(1900),
@@ -96,10 +90,7 @@ fn a_request_that_never_completes_does_not_hold_the_process_past_the_timeout() {
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
     api.signal(libc::SIGTERM);
-    let (status, _) = api
-        .wait_exit(Duration::from_secs(10))
-        .expect("did not exit");
-    assert_eq!(status.code(), Some(0));
+    api.assert_exits_cleanly();
     let took = t0.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),

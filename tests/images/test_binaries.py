@@ -46,6 +46,13 @@ def elf_facts(data: bytes) -> dict:
     return {"machine": machine, "interp": 3 in ptypes, "dynamic": 2 in ptypes, "sections": sections}
 
 
+def dependency_list(arch: str, svc: str) -> dict:
+    """The crate list cargo auditable embeds (.dep-v0: zlib-compressed JSON)."""
+    sections = elf_facts(binary(arch, svc).read_bytes())["sections"]
+    assert ".dep-v0" in sections, "no .dep-v0 section: built without `cargo auditable`"
+    return json.loads(zlib.decompress(sections[".dep-v0"]))
+
+
 @pytest.mark.parametrize("arch,svc", BINARIES)
 def test_binary_is_static_stripped_for_its_arch(arch, svc):
     path = binary(arch, svc)
@@ -66,9 +73,7 @@ def test_binary_is_static_stripped_for_its_arch(arch, svc):
 @pytest.mark.parametrize("arch,svc", BINARIES)
 def test_binary_embeds_its_dependency_list(arch, svc):
     """cargo auditable's .dep-v0 section lists every crate, so scanners can see inside."""
-    sections = elf_facts(binary(arch, svc).read_bytes())["sections"]
-    assert ".dep-v0" in sections, "no .dep-v0 section: built without `cargo auditable`"
-    deps = json.loads(zlib.decompress(sections[".dep-v0"]))
+    deps = dependency_list(arch, svc)
     names = {p["name"]: p for p in deps["packages"]}
     root = [p for p in deps["packages"] if p.get("root")]
     assert [p["name"] for p in root] == [f"orion-{svc}"], root
@@ -83,8 +88,7 @@ def test_api_binary_runs_on_mimalloc(arch, request):
     """The API's allocator is mimalloc on both architectures (README, Dependencies: musl's
     malloc cost a third of its CPU under load); the worker keeps musl's. Asked of the running
     binary, not of the crate list: MIMALLOC_VERBOSE makes mimalloc report its start-up."""
-    deps = json.loads(zlib.decompress(elf_facts(binary(arch, "api").read_bytes())["sections"][".dep-v0"]))
-    assert "mimalloc" in {p["name"] for p in deps["packages"]}
+    assert "mimalloc" in {p["name"] for p in dependency_list(arch, "api")["packages"]}
     cmd = [request.getfixturevalue("qemu")] if arch == "arm64" else []
     for svc, expect in (("api", True), ("worker", False)):
         r = run(*cmd, str(binary(arch, svc)), "--version", check=False, timeout=30,

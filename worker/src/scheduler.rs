@@ -659,6 +659,22 @@ mod tests {
         }
     }
 
+    /// A minutely schedule whose 12:00 run blocks until the returned sender
+    /// sends (or is dropped); returns once that run has started.
+    fn start_running_a_blocked_job(settings: Settings) -> (Harness, mpsc::Sender<()>) {
+        let (release, gate) = mpsc::channel();
+        let h = start(
+            "* * * * *",
+            "2026-01-01T11:59:30Z",
+            settings,
+            vec![Step::Block(gate)],
+        );
+        h.wait_next("2026-01-01T12:00:00Z");
+        h.advance_to("2026-01-01T12:00:00Z");
+        wait_for("job running", || h.calls().len() == 1);
+        (h, release)
+    }
+
     /// Polls `cond` in real time (the loop reacts within a millisecond or so).
     fn wait_for(what: &str, cond: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -788,16 +804,7 @@ mod tests {
 
     #[test]
     fn a_timed_out_run_is_a_failure_is_cancelled_and_blocks_later_slots_until_it_returns() {
-        let (release, gate) = mpsc::channel();
-        let mut h = start(
-            "* * * * *",
-            "2026-01-01T11:59:30Z",
-            settings(),
-            vec![Step::Block(gate)],
-        );
-        h.wait_next("2026-01-01T12:00:00Z");
-        h.advance_to("2026-01-01T12:00:00Z");
-        wait_for("job running", || h.calls().len() == 1);
+        let (mut h, release) = start_running_a_blocked_job(settings());
         assert_eq!(h.metrics.running.get(), 1);
         h.advance_to("2026-01-01T12:00:31Z");
         wait_for("timeout counted", || h.metrics.failure.get() == 1);
@@ -838,16 +845,7 @@ mod tests {
 
     #[test]
     fn stop_during_a_run_lets_it_finish_and_starts_nothing_new() {
-        let (release, gate) = mpsc::channel();
-        let mut h = start(
-            "* * * * *",
-            "2026-01-01T11:59:30Z",
-            settings(),
-            vec![Step::Block(gate)],
-        );
-        h.wait_next("2026-01-01T12:00:00Z");
-        h.advance_to("2026-01-01T12:00:00Z");
-        wait_for("job running", || h.calls().len() == 1);
+        let (mut h, release) = start_running_a_blocked_job(settings());
         h.control.stop();
         // Time passes (a slot too) while the job finishes within the shutdown timeout.
         h.advance_to("2026-01-01T12:00:09Z");
@@ -865,20 +863,10 @@ mod tests {
 
     #[test]
     fn stop_during_a_run_abandons_it_after_the_shutdown_timeout() {
-        let (_release, gate) = mpsc::channel::<()>();
-        let s = Settings {
+        let (mut h, _release) = start_running_a_blocked_job(Settings {
             job_timeout: Duration::from_secs(300),
             ..settings()
-        };
-        let mut h = start(
-            "* * * * *",
-            "2026-01-01T11:59:30Z",
-            s,
-            vec![Step::Block(gate)],
-        );
-        h.wait_next("2026-01-01T12:00:00Z");
-        h.advance_to("2026-01-01T12:00:00Z");
-        wait_for("job running", || h.calls().len() == 1);
+        });
         h.control.stop();
         // Let the loop see the stop, then let fake seconds pass until it gives up.
         std::thread::sleep(Duration::from_millis(20));

@@ -125,6 +125,14 @@ impl Api {
         None
     }
 
+    /// Waits up to 10 s for the process to end and asserts it exited 0.
+    pub fn assert_exits_cleanly(&mut self) {
+        let (status, _) = self
+            .wait_exit(Duration::from_secs(10))
+            .expect("did not exit");
+        assert_eq!(status.code(), Some(0));
+    }
+
     /// Resident set size in KiB (current and peak) from /proc.
     pub fn rss_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
