@@ -9,8 +9,9 @@
 //!
 //! * It finds our accepted client sockets in `/proc/self/fd` (local port =
 //!   our port, connected peer; one entry per inode, because tiny_http holds
-//!   two descriptors per connection) whenever the listener becomes readable
-//!   (a connection arrived), and at least every [`RESCAN`] while any exist.
+//!   two descriptors per connection) whenever a connection arrives (the
+//!   listener's epoll wake-up, and a `SIGIO` for when that wake-up is lost:
+//!   `sys::AcceptSignal`), and at least every [`RESCAN`] while any exist.
 //! * It watches each socket with edge-triggered epoll, so it wakes when bytes
 //!   arrive and costs nothing while everything is idle.
 //! * Per connection it combines the kernel's view (`TCP_INFO` bytes received,
@@ -58,10 +59,9 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::sys::{self, ClientSocket, Epoll, EventFd, TcpSnapshot};
 
-/// Rescan period. New connections are normally found at once (the listener
-/// wakes us) and closed ones drop out on the next evaluation; the periodic
-/// rescan bounds the delay when a wake-up is missed (seen under heavy CPU
-/// contention) at a cost of about 30 µs.
+/// Rescan period. New connections are normally found at once (the listener's
+/// wake-up or its SIGIO, see `sys::AcceptSignal`) and closed ones drop out on
+/// the next evaluation; the periodic rescan is the backstop, at about 30 µs.
 const RESCAN: Duration = Duration::from_secs(2);
 /// A request byte left unread for this long means no thread is serving it.
 const STALL: Duration = Duration::from_millis(50);
@@ -81,6 +81,7 @@ const COALESCE: Duration = Duration::from_millis(2);
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_WAKE: u64 = u64::MAX - 1;
+const TOKEN_ACCEPTED: u64 = u64::MAX - 2;
 
 /// Limits the guard enforces.
 #[derive(Debug, Clone)]
@@ -344,6 +345,22 @@ impl Inner {
             }
         };
         let mut backlog_since: Option<Instant> = None;
+        // New connections are announced twice: by the listener's epoll
+        // wake-up, which is lost when tiny_http accepts before we look, and
+        // by a SIGIO that is not (sys::AcceptSignal). Dropped on every return,
+        // which disarms it.
+        let accept_signal = sys::AcceptSignal::arm(self.listener_fd).and_then(|s| {
+            self.epoll
+                .add(s.fd(), TOKEN_ACCEPTED, sys::READABLE | sys::EDGE)
+                .map(|()| s)
+        });
+        let accept_signal = match accept_signal {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!(error = e.to_string().as_str(); "guard: no accept signal; new connections may be found up to one rescan late");
+                None
+            }
+        };
         loop {
             let now = Instant::now();
             // The listener is checked at least every LIVENESS (see below).
@@ -375,7 +392,10 @@ impl Inner {
                 || self.draining.load(Ordering::Relaxed);
             for &(token, ev) in &events {
                 match token {
-                    TOKEN_LISTENER => {
+                    TOKEN_LISTENER | TOKEN_ACCEPTED => {
+                        if token == TOKEN_ACCEPTED {
+                            accept_signal.as_ref().map(sys::AcceptSignal::drain);
+                        }
                         scan = true;
                         last_arrival = now;
                         // Let tiny_http take the new connections off the

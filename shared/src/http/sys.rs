@@ -383,3 +383,107 @@ impl Drop for EventFd {
         unsafe { libc::close(self.fd) };
     }
 }
+
+/// A signal for every connection the kernel queues on a listener, read
+/// through a signalfd the guard thread can wait on with epoll.
+///
+/// Why: epoll re-checks a file's readiness before it reports it, so when
+/// tiny_http's accept thread empties the accept queue first, the listener's
+/// wake-up is silently dropped; that lost about half of the first connections
+/// after a quiet spell, and such a connection went unwatched until the next
+/// rescan (a client sent a 64 MiB header meanwhile). A queued signal is not
+/// re-checked. `O_ASYNC` with `F_SETOWN_EX`/`F_OWNER_TID` sends `SIGIO` to the
+/// thread that armed it, which blocks `SIGIO` (so it never takes the default
+/// action) and reads it from the signalfd. Standard signals coalesce: one
+/// pending `SIGIO` may stand for many connections, which is all a rescan needs.
+pub struct AcceptSignal {
+    fd: RawFd,
+    listener_fd: RawFd,
+    listener_inode: Option<u64>,
+}
+
+/// `F_SETOWN_EX` and `F_OWNER_TID` (Linux ABI; the libc crate lacks them on musl).
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+impl AcceptSignal {
+    /// Arms `listener_fd`. Call on the thread that will read the signalfd:
+    /// `SIGIO` is blocked on it and directed to it.
+    pub fn arm(listener_fd: RawFd) -> io::Result<AcceptSignal> {
+        // SAFETY: sigset operations on a local, zero-initialised sigset_t;
+        // pthread_sigmask affects only the calling thread.
+        let fd = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGIO);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let armed = AcceptSignal {
+            fd,
+            listener_fd,
+            listener_inode: socket_inode(listener_fd),
+        };
+        // SAFETY: gettid has no arguments; the fcntl calls take a valid
+        // f_owner_ex and plain flags on a descriptor we were handed.
+        unsafe {
+            let owner = FOwnerEx {
+                kind: F_OWNER_TID,
+                pid: libc::syscall(libc::SYS_gettid) as libc::pid_t,
+            };
+            // The owner first: O_ASYNC without an owner would signal nobody,
+            // but never the whole process.
+            if libc::fcntl(listener_fd, F_SETOWN_EX, &owner) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let flags = libc::fcntl(listener_fd, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(listener_fd, libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(armed)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Reads every pending signal (non-blocking).
+    pub fn drain(&self) {
+        let mut info = [0u8; 128]; // one struct signalfd_siginfo
+                                   // SAFETY: reads at most 128 bytes into a 128-byte buffer.
+        while unsafe { libc::read(self.fd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+    }
+}
+
+impl Drop for AcceptSignal {
+    /// Disarms the listener, so that no `SIGIO` goes to a thread id the
+    /// kernel may hand to another thread (which would not block it) once the
+    /// armed thread is gone. Skipped when the descriptor no longer is our
+    /// listener.
+    fn drop(&mut self) {
+        if self.listener_inode.is_some() && socket_inode(self.listener_fd) == self.listener_inode {
+            // SAFETY: plain fcntl calls on our listener's descriptor.
+            unsafe {
+                let flags = libc::fcntl(self.listener_fd, libc::F_GETFL);
+                if flags >= 0 {
+                    libc::fcntl(self.listener_fd, libc::F_SETFL, flags & !libc::O_ASYNC);
+                }
+            }
+        }
+        // SAFETY: we own this fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
