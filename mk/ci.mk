@@ -1,7 +1,10 @@
 # The CI/CD pipeline (.github/) and the deploy scripts, with their tests.
 #
-#   make lint-ci        zizmor --offline, workflow + dependabot schemas, shellcheck, yamllint
-#   make test-ci        lint-ci + tests/ci (pipeline properties, deploy script without a cluster)
+#   make lint-ci        zizmor --offline, actionlint (+ shellcheck of run: blocks), workflow +
+#                       dependabot schemas, shellcheck, yamllint
+#   make test-ci        lint-ci + tests/ci (pipeline properties, pinned-action facts, the re-run
+#                       decision against a stand-in gh, deploy scripts against stand-in
+#                       docker/kind/kubectl/aws/curl)
 #   make ci-env         what CI derives from the branch: environment, tag, namespace (BRANCH=dev|uat|main)
 #   make ci-validate    CI's validate stage: render ORION_ENV's overlay (ORION_*_IMAGE pinned
 #                       when set), kubernetes-validate --strict, the k8s policy tests
@@ -19,8 +22,9 @@ CI_SCRIPTS := $(wildcard scripts/deploy-*.sh scripts/ci-*.sh) tools/zig-cc
 
 .PHONY: lint-ci test-ci ci-env ci-validate deploy-kind deploy-eks deploy-summary audit
 
-lint-ci: tools ## CI: zizmor (offline), workflow/dependabot schemas, shellcheck, yamllint
+lint-ci: tools ## CI: zizmor (offline), actionlint, workflow/dependabot schemas, shellcheck, yamllint
 	zizmor --offline --strict-collection .github/
+	actionlint -color -shellcheck="$$(command -v shellcheck)" .github/workflows/*.yml
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	shellcheck --severity=style $(CI_SCRIPTS)

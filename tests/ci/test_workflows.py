@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import MAPPING, ROOT, SHA, WORKFLOWS, kv, load_yaml, run, tool_env
 
@@ -17,6 +18,35 @@ GITHUB_FILES = sorted(p for p in (ROOT / ".github").rglob("*") if p.is_file())
 USES_RE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+)(?P<rest>.*)$")
 PINNED_RE = re.compile(r"^(?P<action>[\w.-]+/[\w.-]+(?:/[\w./-]+)?)@(?P<sha>[0-9a-f]{40})$")
 VERSION_COMMENT_RE = re.compile(r"^\s+#\s+v\d+\.\d+\.\d+\s*$")
+RUNNER = "ubuntu-24.04"
+PINNED_FACTS = Path(__file__).resolve().parent / "pinned-actions.yaml"
+# GitHub's runners run Node 24 only (Node 20 was removed); composite actions run no Node
+# of their own (what they nest is listed in the facts file and pinned by SHA there).
+RUNTIMES = {"node24", "composite"}
+
+
+def pinned_facts() -> dict:
+    return {a["action"]: a for a in yaml.safe_load(PINNED_FACTS.read_text())["actions"]}
+
+
+def pinned_uses():
+    """(file, line number, action, sha, tag, step) for every `uses:` of every workflow."""
+    for path in WORKFLOW_FILES:
+        lines = path.read_text().splitlines()
+        doc = load_yaml(path)
+        steps_by_uses = {}
+        for job in doc["jobs"].values():
+            for step in job.get("steps", []):
+                if "uses" in step:
+                    steps_by_uses.setdefault(step["uses"], []).append(step)
+        for lineno, line in enumerate(lines, 1):
+            m = USES_RE.match(line)
+            if m:
+                pinned = PINNED_RE.match(m.group("ref"))
+                tag = m.group("rest").strip().lstrip("#").strip()
+                if pinned:
+                    for step in steps_by_uses.get(m.group("ref"), []):
+                        yield path, lineno, pinned.group("action"), pinned.group("sha"), tag, step
 
 
 def steps(job: dict) -> list[dict]:
@@ -74,7 +104,18 @@ def test_least_privilege_per_job(ci, rerun):
         "deploy": {"contents": "read", "packages": "read"},
     }
     assert {j: ci["jobs"][j]["permissions"] for j in ci["jobs"]} == expected
-    assert rerun["jobs"]["rerun"]["permissions"] == {"actions": "write"}
+    assert rerun["jobs"]["rerun"]["permissions"] == {"actions": "write", "contents": "read"}
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_every_job_names_a_fixed_runner_image(path):
+    """ubuntu-latest moved to 26.04 (Docker 29, containerd image store, Python 3.14) in
+    October-November 2026; a job must say which image it was made for (README, CI/CD)."""
+    doc = load_yaml(path)
+    for job_id, job in doc["jobs"].items():
+        assert job.get("runs-on") == RUNNER, f"{path.name}:{job_id}: runs-on {job.get('runs-on')!r}, want {RUNNER}"
+    code = [l.split("#")[0] for l in path.read_text().splitlines()]
+    assert not [l for l in code if "-latest" in l], f"{path.name}: no *-latest runner label anywhere"
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
@@ -96,6 +137,35 @@ def test_every_action_pinned_by_full_sha_with_version_comment(path):
         if repo in pins:
             assert pins[repo] == (sha, version), f"{path.name}:{lineno}: {repo} pinned twice differently"
         pins[repo] = (sha, version)
+
+
+def test_every_pin_is_a_verified_node24_release_and_every_input_exists():
+    """tests/ci/pinned-actions.yaml holds what was checked in each action's repository (tag ->
+    commit, runs.using, the inputs of action.yml at that commit); the workflows must match it."""
+    facts = pinned_facts()
+    seen = 0
+    for path, lineno, action, sha, tag, step in pinned_uses():
+        seen += 1
+        where = f"{path.name}:{lineno} {action}"
+        assert action in facts, f"{where}: not in {PINNED_FACTS.name}; run tests/ci/refresh_pinned_actions.py"
+        fact = facts[action]
+        assert (sha, tag) == (fact["sha"], fact["tag"]), \
+            f"{where}@{sha} # {tag}: verified is {fact['sha']} # {fact['tag']} (refresh the facts file)"
+        assert fact["runs_using"] in RUNTIMES, f"{where} {tag} runs on {fact['runs_using']}"
+        unknown = set(step.get("with", {})) - set(fact["inputs"])
+        assert not unknown, f"{where} {tag} has no input(s) {sorted(unknown)}"
+        for nested in fact["nested"]:
+            assert PINNED_RE.match(nested), f"{action} {tag} nests {nested}, not pinned by SHA"
+    assert seen >= 10
+
+
+def test_facts_file_records_node24_for_the_actions_that_were_node20():
+    facts = pinned_facts()
+    for action, first_node24 in (("actions/checkout", 5), ("docker/setup-buildx-action", 4),
+                                 ("docker/login-action", 4)):
+        if action in facts:
+            assert int(facts[action]["tag"].lstrip("v").split(".")[0]) >= first_node24, action
+    assert tuple(int(x) for x in facts["helm/kind-action"]["tag"].lstrip("v").split(".")[:2]) >= (1, 13)
 
 
 def test_same_action_same_pin_across_workflows():
@@ -125,14 +195,17 @@ def test_no_expressions_inside_run(path):
             assert "${{" not in step.get("run", ""), f"{path.name}:{job_id}:{step.get('name')}: use env:"
 
 
-def test_no_qemu_anywhere_in_the_pipeline():
-    # Comments may explain why QEMU is gone; no instruction may mention it.
+def test_emulation_is_only_the_arm64_smoke_test_of_the_test_job(ci):
+    """Nothing is built under QEMU: no setup-qemu-action, no binfmt, no RUN for arm64. The one
+    use of emulation is tests/images running dist/arm64/* under qemu-aarch64, inside the test
+    job's `make test`; README and the workflow's comments must say so (not "no QEMU anywhere")."""
     for path in GITHUB_FILES + sorted((ROOT / "scripts").glob("ci-*")):
         code = "\n".join(l.split(" #")[0] for l in path.read_text().lower().splitlines()
                          if not l.strip().startswith("#"))
+        if path.name == "ci-rerun.py":
+            continue  # it matches qemu's error messages in logs, as data
         for word in ("qemu", "binfmt", "setup-qemu-action"):
             assert word not in code, f"{path}: {word}"
-    # Nothing can need emulation if the Dockerfile executes nothing for either platform.
     instructions = [
         l.split()[0].upper()
         for l in (ROOT / "Dockerfile.scratch").read_text().splitlines()
@@ -140,6 +213,13 @@ def test_no_qemu_anywhere_in_the_pipeline():
     ]
     assert "RUN" not in instructions, "Dockerfile.scratch must only COPY (a RUN would need QEMU for arm64)"
     assert instructions[0] == "FROM" and "COPY" in instructions
+    # Where emulation does happen, it is said.
+    assert "qemu" in (ROOT / "tests" / "images" / "test_binaries.py").read_text()
+    ci_text = (WORKFLOWS / "ci.yml").read_text()
+    assert "no QEMU anywhere" not in ci_text and "qemu-aarch64" in ci_text
+    readme = (ROOT / "README.md").read_text()
+    cicd = readme[readme.index("<!-- section:cicd -->"):readme.index("<!-- /section:cicd -->")]
+    assert "qemu-aarch64" in cicd and "no QEMU anywhere" not in cicd
 
 
 def test_job_graph(ci):
@@ -266,25 +346,10 @@ def test_trivy_gates_on_critical_and_high_of_the_pushed_digest(ci):
     assert upload[0]["with"]["sarif_file"] == sarif[0]["with"]["output"]
     assert "!cancelled()" in upload[0]["if"], "findings must be uploaded even when the gate fails"
     assert steps(scan).index(sarif[0]) < steps(scan).index(upload[0])
-
-
-def test_rerun_is_capped_at_two_automatic_reruns(ci, rerun):
-    trigger = rerun["on"]["workflow_run"]
-    assert trigger["workflows"] == [ci["name"]]
-    assert trigger["types"] == ["completed"]
-    job = rerun["jobs"]["rerun"]
-    cond = " ".join(job["if"].split())
-    assert "github.event.workflow_run.conclusion == 'failure'" in cond
-    m = re.search(r"github\.event\.workflow_run\.run_attempt < (\d+)", cond)
-    assert m, cond
-    # run_attempt starts at 1: `< 3` re-runs attempts 1 and 2, i.e. two automatic re-runs.
-    assert int(m.group(1)) - 1 == 2
-    assert "head_repository.full_name == github.repository" in cond, "never re-run fork PRs"
-    runs = [s["run"] for s in steps(job) if "run" in s]
-    assert len(runs) == 1 and re.search(r'gh run rerun "\$RUN_ID" --failed', runs[0])
-    assert steps(job)[0]["env"]["RUN_ID"] == "${{ github.event.workflow_run.id }}"
-    # It runs no code of the run it re-runs: no checkout, no action at all.
-    assert not any("uses" in s for s in steps(job))
+    # Reporting only: a repository without code scanning answers 403, which must not fail
+    # the scan job (and skip deploy). The table run above stays the only gate.
+    assert upload[0].get("continue-on-error") is True
+    assert all(s.get("continue-on-error") is not True for s in trivy)
 
 
 def test_the_only_zizmor_ignore_is_the_documented_workflow_run():
