@@ -17,7 +17,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "monitoring"
 ALERTS = MONITORING / "alerts.yaml"
-ALERT_TESTS = [MONITORING / "alerts.test.yaml", MONITORING / "alerts.daily.test.yaml"]
+ALERT_TESTS = [
+    MONITORING / "alerts.test.yaml",
+    MONITORING / "alerts.daily.test.yaml",
+    MONITORING / "alerts.slo.test.yaml",
+    MONITORING / "alerts.slo-slow.test.yaml",
+]
+ALERTMANAGER_YML = MONITORING / "alertmanager.yml"
+ROUTES_TEST = MONITORING / "alertmanager.routes.test.yaml"
 PROMETHEUS_YML = MONITORING / "prometheus.yml"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "orion.json"
 DATASOURCE = MONITORING / "grafana" / "provisioning" / "datasources" / "datasource.yaml"
