@@ -8,8 +8,23 @@
 #
 # With them: EKS only ever gets images pinned by digest (ORION_API_IMAGE / ORION_WORKER_IMAGE
 # = <repo>@sha256:...), the render must have the sha256 the validate job produced
-# (ORION_EXPECT_MANIFEST_SHA256, when set), then apply (monitoring stack + overlay),
-# rollouts and the same smoke test as kind, through port-forward.
+# (ORION_EXPECT_MANIFEST_SHA256, when set), then a preflight, then apply (monitoring stack +
+# overlay), rollouts and the same smoke test as kind, through port-forward.
+#
+# Preflight: before anything is applied, each of these that fails prints one line, and the
+# deploy stops (exit 1) with nothing applied:
+#   - NetworkPolicies are enforced. The VPC CNI accepts them and ignores them unless its
+#     network policy agent is enabled (off by default: add-on setting enableNetworkPolicy),
+#     and then "deny everything by default" would be silently false.
+#   - v1beta1.metrics.k8s.io is served and Available (metrics-server): otherwise the api's
+#     HPA never scales.
+#   - the nodes can pull the images. GHCR packages pushed with GITHUB_TOKEN start PRIVATE and
+#     the manifests carry no imagePullSecrets. Either make both packages public (checked here
+#     with an anonymous pull token for each digest), or create a docker-registry Secret in the
+#     namespace, add it to the ServiceAccount `orion` (imagePullSecrets) and set
+#     ORION_IMAGE_PULL_SECRET to its name (checked here: the Secret exists and the
+#     ServiceAccount names it; `kubectl apply` keeps that field, it is not in the manifests).
+#     Images in ECR are pulled with the node role and not checked.
 set -euo pipefail
 
 # shellcheck source=scripts/deploy-lib.sh
@@ -43,7 +58,10 @@ command -v aws >/dev/null || orion_die "the aws CLI is not installed"
 phase=render
 on_exit() {
   local rc=$?
-  if [ "$rc" -ne 0 ]; then orion_result eks "FAILED during $phase on $EKS_CLUSTER_NAME ($AWS_REGION)"; fi
+  # The preflight records its own reasons.
+  if [ "$rc" -ne 0 ] && [ "$phase" != preflight ]; then
+    orion_result eks "FAILED during $phase on $EKS_CLUSTER_NAME ($AWS_REGION)"
+  fi
 }
 trap on_exit EXIT
 
@@ -59,6 +77,60 @@ phase=kubeconfig
 KUBECONFIG="$(mktemp)"
 export KUBECONFIG
 aws eks update-kubeconfig --name "$EKS_CLUSTER_NAME" --region "$AWS_REGION" --kubeconfig "$KUBECONFIG" >/dev/null
+
+phase=preflight
+# preflight_pull REF: can the nodes pull REF (see the header)?
+preflight_pull() {
+  local ref="$1" registry path digest token secret names
+  registry="${ref%%/*}" path="${ref#*/}" path="${path%@*}" digest="${ref##*@}"
+  if [ -n "${ORION_IMAGE_PULL_SECRET:-}" ]; then
+    secret="$ORION_IMAGE_PULL_SECRET"
+    "$KUBECTL" -n "$ns" get secret "$secret" -o name >/dev/null 2>&1 ||
+      { echo "pull secret $ns/$secret does not exist (create it before the first deploy)"; return 1; }
+    names="$("$KUBECTL" -n "$ns" get serviceaccount orion -o 'jsonpath={.imagePullSecrets[*].name}' 2>/dev/null)" || names=""
+    case " $names " in
+      *" $secret "*) return 0 ;;
+      *) echo "ServiceAccount $ns/orion does not list imagePullSecrets $secret (kubectl -n $ns patch serviceaccount orion -p '{\"imagePullSecrets\":[{\"name\":\"$secret\"}]}')"; return 1 ;;
+    esac
+  fi
+  case "$registry" in
+    *.dkr.ecr.*.amazonaws.com) return 0 ;;
+    ghcr.io) ;;
+    *) echo "cannot check whether nodes can pull $ref anonymously; set ORION_IMAGE_PULL_SECRET"; return 1 ;;
+  esac
+  if token="$(curl -fsS --max-time 10 "https://ghcr.io/token?scope=repository:$path:pull" 2>/dev/null |
+                "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["token"])' 2>/dev/null)" &&
+     curl -fsS --max-time 10 -o /dev/null --head -H "Authorization: Bearer $token" \
+       -H "Accept: application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json" \
+       "https://ghcr.io/v2/$path/manifests/$digest" 2>/dev/null; then
+    return 0
+  fi
+  echo "$ref is not pullable anonymously (GHCR packages pushed with GITHUB_TOKEN start private, the manifests have no imagePullSecrets): make the package public or set ORION_IMAGE_PULL_SECRET"
+  return 1
+}
+
+preflight_failed=()
+daemonsets="$(mktemp)"
+if ! "$KUBECTL" -n kube-system get daemonsets -o json >"$daemonsets" 2>/dev/null; then
+  preflight_failed+=("cannot list DaemonSets in kube-system to see which CNI enforces NetworkPolicies")
+elif ! why="$(orion_tool netpol-enforcer "$daemonsets")"; then
+  preflight_failed+=("NetworkPolicies would not be enforced: $why")
+fi
+rm -f "$daemonsets"
+available="$("$KUBECTL" get apiservice v1beta1.metrics.k8s.io \
+  -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}' 2>/dev/null)" || available=missing
+if [ "$available" != True ]; then
+  preflight_failed+=("v1beta1.metrics.k8s.io is ${available:-not Available} (install metrics-server, e.g. the EKS add-on): the api HPA would never scale")
+fi
+for ref in "$api" "$worker"; do
+  why="$(preflight_pull "$ref")" || preflight_failed+=("nodes cannot pull images: $why")
+done
+if [ ${#preflight_failed[@]} -gt 0 ]; then
+  for why in "${preflight_failed[@]}"; do orion_log "preflight: $why"; done
+  orion_result eks "FAILED preflight on $EKS_CLUSTER_NAME (nothing applied): ${preflight_failed[*]}"
+  exit 1
+fi
+orion_log "preflight ok: NetworkPolicies enforced, metrics API available, images pullable"
 
 phase=apply
 "$KUBECTL" apply -f "$out/monitoring.eks.yaml"

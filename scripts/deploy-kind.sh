@@ -15,14 +15,15 @@
 #                      a temporary copy; prints the render's sha256
 #   summary RESULTS    Markdown deployment summary (also to $GITHUB_STEP_SUMMARY when set)
 #   up [ENV]           render, create or reuse the kind cluster (pinned node image), load the
-#                      images, apply the overlay and the monitoring stack, wait for the
+#                      images (one single-platform archive), apply the overlay and the monitoring stack, wait for the
 #                      rollouts, smoke-test /health /ready /metrics through port-forward,
 #                      print the summary. ENV defaults to dev.
 #   smoke ENV          only the smoke test, against whatever runs in the current context
 #   down               delete the kind cluster
 #
 # Environment: ORION_API_IMAGE, ORION_WORKER_IMAGE (default orion-{api,worker}:$TAG, TAG=local),
-# KIND_CLUSTER (orion), KIND_NODE_IMAGE (pinned below), ROLLOUT_TIMEOUT (180s),
+# KIND_CLUSTER (orion), KIND_NODE_IMAGE (pinned below), KIND_PLATFORM (linux/<this machine's
+# arch>: the platform pulled, saved and loaded), ROLLOUT_TIMEOUT (180s),
 # ORION_EXPECT_MANIFEST_SHA256 (CI: the sha the validate job rendered; a different render
 # stops the deploy), ORION_RESULTS (results file), ORION_OUT_DIR (rendered manifests, .tmp/deploy).
 set -euo pipefail
@@ -52,19 +53,45 @@ cmd_render() {
   orion_render "$1" "$2" "${ORION_API_IMAGE:-}" "${ORION_WORKER_IMAGE:-}"
 }
 
+# The node's platform: kind runs its nodes on this machine's docker engine.
+node_platform() {
+  if [ -n "${KIND_PLATFORM:-}" ]; then printf '%s\n' "$KIND_PLATFORM"; return; fi
+  case "$(uname -m)" in
+    x86_64|amd64) echo linux/amd64 ;;
+    aarch64|arm64) echo linux/arm64 ;;
+    *) orion_die "unknown machine $(uname -m): set KIND_PLATFORM=linux/<arch>" ;;
+  esac
+}
+
 # Make REF available to `kind load` and print the reference the node will know it by.
+# A digest is pulled for the node's platform only (`--platform`), then tagged for kind.
 prepare_image() {
-  local ref="$1" kind_ref
+  local ref="$1" platform="$2" kind_ref
   kind_ref="$(orion_kind_ref "$ref")"
   if [ "$kind_ref" != "$ref" ]; then
-    if ! docker image inspect "$ref" >/dev/null 2>&1; then
-      "$ORION_ROOT/scripts/ci-retry.sh" 3 docker pull --quiet "$ref" >&2
-    fi
+    "$ORION_ROOT/scripts/ci-retry.sh" 3 docker pull --quiet --platform "$platform" "$ref" >&2
     docker tag "$ref" "$kind_ref"
   elif ! docker image inspect "$ref" >/dev/null 2>&1; then
     orion_die "image $ref is not in the local docker engine (build it first: make images)"
   fi
   printf '%s\n' "$kind_ref"
+}
+
+# load_images CLUSTER PLATFORM REF...: one single-platform archive, imported into the nodes.
+# Not `kind load docker-image`: with Docker's containerd image store (the default of fresh
+# Docker 29 installs, e.g. ubuntu-latest since 26.04) that saves the whole multi-platform
+# index, attestations included, of which only one platform's blobs were pulled, and the
+# node's `ctr import --all-platforms` fails with "content digest ... not found" (kind#3795,
+# kind PR #4247). `docker save --platform` (Docker >= 28) writes only what is there, and
+# works the same on the classic store.
+load_images() {
+  local cluster="$1" platform="$2" archive
+  shift 2
+  archive="$ORION_OUT_DIR/kind-images.tar"
+  mkdir -p "$ORION_OUT_DIR"
+  docker save --platform "$platform" --output "$archive" "$@"
+  kind load image-archive --name "$cluster" "$archive"
+  rm -f "$archive"
 }
 
 PHASE=none
@@ -104,9 +131,10 @@ cmd_up() {
   orion_render_monitoring "$ORION_OUT_DIR/monitoring.yaml"
 
   PHASE=images
-  local kind_api kind_worker
-  kind_api="$(prepare_image "$api")"
-  kind_worker="$(prepare_image "$worker")"
+  local kind_api kind_worker platform
+  platform="$(node_platform)"
+  kind_api="$(prepare_image "$api" "$platform")"
+  kind_worker="$(prepare_image "$worker" "$platform")"
   orion_result kind_image_api "$kind_api"
   orion_result kind_image_worker "$kind_worker"
   local kind_manifest="$manifest"
@@ -131,8 +159,8 @@ cmd_up() {
   "$KUBECTL" config use-context "kind-$KIND_CLUSTER" >/dev/null
 
   PHASE=load
-  kind load docker-image --name "$KIND_CLUSTER" "$kind_api" "$kind_worker"
-  orion_result kind_load "ok"
+  load_images "$KIND_CLUSTER" "$platform" "$kind_api" "$kind_worker"
+  orion_result kind_load "ok ($platform archive)"
 
   PHASE=apply
   # Namespaced objects need their namespace first; each render starts with its Namespace.

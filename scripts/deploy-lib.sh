@@ -98,10 +98,12 @@ orion_render_monitoring() {
 }
 
 # orion_kind_ref REF: the name under which an image is loaded into kind. A digest reference
-# cannot be loaded as such (`kind load` imports the platform image, not the registry's
-# index, so the node would never match the digest and would pull from the registry), so a
-# pulled digest is loaded under a tag derived from that digest: <repo>:kind-<12 hex>. The
-# tag exists in no registry, so if loading had failed the pod fails to pull, loudly.
+# cannot be loaded as such: the registry digest names the multi-platform index, and what
+# reaches the node is one platform's image from a `docker save --platform` archive (see
+# load_images in deploy-kind.sh), whose index digest differs, so the node would never match
+# the digest and would pull from the registry. A pulled digest is therefore loaded under a
+# tag derived from it: <repo>:kind-<12 hex>. The tag exists in no registry, so if loading had
+# failed the pod fails to pull, loudly.
 orion_kind_ref() {
   local ref="$1"
   case "$ref" in

@@ -19,10 +19,14 @@ cluster and is tested by tests/ci.
                                         api and worker in NS, each running exactly REF.
   summary RESULTS                       the Markdown deployment summary ($GITHUB_STEP_SUMMARY)
                                         from the key=value results file a deploy writes.
+  netpol-enforcer DAEMONSETS_JSON       EKS preflight: which agent enforces NetworkPolicies,
+                                        from `kubectl -n kube-system get daemonsets -o json`;
+                                        exit 1 with the reason when none does.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -158,6 +162,29 @@ def check(rendered: Path, namespace: str, images: list[str]) -> list[str]:
     return problems
 
 
+# DaemonSets of CNIs that enforce NetworkPolicy whenever they run (the VPC CNI is checked
+# for its flag instead: its policy agent ships with it, switched off by default).
+ENFORCING_CNIS = ("calico-node", "cilium", "antrea-agent", "kube-router")
+VPC_CNI_FLAG = "--enable-network-policy=true"
+
+
+def netpol_enforcer(daemonsets: dict) -> tuple[str | None, str]:
+    """(enforcer, reason). enforcer None: NetworkPolicies would be accepted and ignored."""
+    items = {d["metadata"]["name"]: d for d in daemonsets.get("items", [])}
+    for name in ENFORCING_CNIS:
+        if name in items:
+            return name, f"DaemonSet kube-system/{name} enforces NetworkPolicies"
+    if "aws-node" in items:
+        containers = items["aws-node"]["spec"]["template"]["spec"].get("containers", [])
+        agent = next((c for c in containers if c.get("name") == "aws-network-policy-agent"), None)
+        if agent is not None and VPC_CNI_FLAG in (agent.get("args") or []):
+            return "aws-network-policy-agent", "the VPC CNI's network policy agent is enabled"
+        return None, ("the VPC CNI (aws-node) has network policy off (no " + VPC_CNI_FLAG
+                      + "): enable it with the add-on setting enableNetworkPolicy=\"true\"")
+    return None, "no NetworkPolicy-enforcing CNI in kube-system (neither the VPC CNI nor " \
+                 + ", ".join(ENFORCING_CNIS) + ")"
+
+
 def read_results(path: Path) -> dict:
     """key=value lines, last value wins. A missing file (the deploy died before writing
     anything) is an empty result: every step then reads "not run"."""
@@ -239,6 +266,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--image", action="append", default=[])
     p = sub.add_parser("summary")
     p.add_argument("results", type=Path)
+    p = sub.add_parser("netpol-enforcer")
+    p.add_argument("daemonsets", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "ci-env":
@@ -264,7 +293,11 @@ def main(argv: list[str]) -> int:
             return 1 if problems else 0
         elif args.cmd == "summary":
             sys.stdout.write(summary(read_results(args.results)))
-    except (ValueError, OSError, yaml.YAMLError) as err:
+        elif args.cmd == "netpol-enforcer":
+            enforcer, reason = netpol_enforcer(json.loads(args.daemonsets.read_text()))
+            print(reason)
+            return 0 if enforcer else 1
+    except (ValueError, KeyError, OSError, yaml.YAMLError) as err:
         print(f"deploy-tool: {err}", file=sys.stderr)
         return 2
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import shutil
 from pathlib import Path
@@ -252,31 +253,87 @@ def fake_bin(dir_: Path, name: str, body: str) -> None:
     p.chmod(p.stat().st_mode | stat.S_IXUSR)
 
 
-def test_up_loads_digest_images_under_kind_tags_and_renders_consistently(tmp_path):
-    """`up` as far as it can go without a cluster: a fake docker and a kind whose cluster
-    creation fails. The renders, the pulls, the kind tags and the failure summary are real."""
+def stand_ins(bin_dir: Path, log: Path, **bodies: str) -> None:
+    """Stand-ins for docker, kind, kubectl, aws, curl on PATH: each appends "<name> <argv>" to
+    LOG, then runs its body (default: succeed silently). kubectl's `kustomize` runs the real
+    pinned kubectl, so renders are real."""
+    bin_dir.mkdir(exist_ok=True)
+    real_kubectl = VENV_BIN / "kubectl"
+    for name in ("docker", "kind", "kubectl", "aws", "curl"):
+        body = bodies.get(name, "exit 0\n")
+        if name == "kubectl":
+            body = f'[ "$1" != kustomize ] || exec {real_kubectl} "$@"\n' + body
+        fake_bin(bin_dir, name, f'echo "{name} $*" >>{log}\n' + body)
+
+
+def calls_of(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_up_pulls_one_platform_saves_an_archive_and_loads_it_in_order(tmp_path):
+    """`up` against stand-ins: the exact docker / kind / kubectl sequence (kind#3795: a
+    single-platform `docker save --platform` archive and `kind load image-archive`, never
+    `kind load docker-image`), up to a rollout that fails, then diagnostics and summary."""
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
-    bin_dir.mkdir()
-    fake_bin(bin_dir, "docker", f'echo "docker $*" >>{log}\n[ "$1 $2" != "image inspect" ] || exit 1\n')
-    fake_bin(bin_dir, "kind", f'echo "kind $*" >>{log}\n[ "$1" != create ] || exit 1\n')
+    stand_ins(bin_dir, log, kubectl='[ "$1 $2 $3" != "-n orion-uat rollout" ] || exit 1\n')
     api, worker = f"{REGISTRY}/orion-api@{DIGEST_A}", f"{REGISTRY}/orion-worker@{DIGEST_B}"
+    kapi, kworker = f"{REGISTRY}/orion-api:kind-aaaaaaaaaaaa", f"{REGISTRY}/orion-worker:kind-bbbbbbbbbbbb"
     results, out_dir = tmp_path / "results.env", tmp_path / "out"
     env = tool_env(ORION_API_IMAGE=api, ORION_WORKER_IMAGE=worker, ORION_RESULTS=str(results),
-                   ORION_OUT_DIR=str(out_dir), RETRY_DELAY="0")
+                   ORION_OUT_DIR=str(out_dir), RETRY_DELAY="0", KIND_PLATFORM="linux/amd64")
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     res = run(["scripts/deploy-kind.sh", "up", "uat"], env=env)
     assert res.returncode != 0
+    script = (ROOT / "scripts" / "deploy-kind.sh").read_text()
+    node = re.search(r'KIND_NODE_IMAGE:-(kindest/node:[^}]+)\}', script).group(1)
+    archive = out_dir / "kind-images.tar"
+    calls = [c for c in calls_of(log) if not c.startswith("kubectl kustomize")]
+    assert calls[:10] == [
+        f"docker pull --quiet --platform linux/amd64 {api}",
+        f"docker tag {api} {kapi}",
+        f"docker pull --quiet --platform linux/amd64 {worker}",
+        f"docker tag {worker} {kworker}",
+        "kind get clusters",
+        f"kind create cluster --name orion --image {node} --wait 120s",
+        "kubectl config use-context kind-orion",
+        f"docker save --platform linux/amd64 --output {archive} {kapi} {kworker}",
+        f"kind load image-archive --name orion {archive}",
+        f"kubectl apply -f {out_dir / 'monitoring.yaml'}",
+    ]
+    assert calls[10] == f"kubectl apply -f {out_dir / 'uat.kind.yaml'}"
+    assert calls[11].startswith("kubectl -n orion-uat rollout status deployment/api")
+    assert calls[12].startswith("kubectl -n orion-uat get deploy"), "diagnostics after a failed rollout"
+    assert not any("load docker-image" in c for c in calls)
     r = kv(results.read_text())
-    assert r["status"] == "failed during cluster"
-    assert r["render"].startswith("ok") and r["kind_image_api"] == f"{REGISTRY}/orion-api:kind-aaaaaaaaaaaa"
-    calls = log.read_text()
-    assert f"docker pull --quiet {api}" in calls and f"docker tag {api} {REGISTRY}/orion-api:kind-aaaaaaaaaaaa" in calls
-    assert "kind create cluster --name orion --image kindest/node:" in calls
-    assert "**Result: failed during cluster**" in res.stdout
-    pinned, kind = out_dir / "uat.yaml", out_dir / "uat.kind.yaml"
-    assert images_of(pinned)[("orion-uat", "api")] == api
-    assert images_of(kind)[("orion-uat", "worker")] == f"{REGISTRY}/orion-worker:kind-bbbbbbbbbbbb"
-    assert r["manifest_sha256"] == hashlib.sha256(pinned.read_bytes()).hexdigest()
+    assert r["status"] == "failed during rollout" and r["kind_load"] == "ok (linux/amd64 archive)"
+    assert r["manifest_sha256"] == hashlib.sha256((out_dir / "uat.yaml").read_bytes()).hexdigest()
+    assert images_of(out_dir / "uat.kind.yaml")[("orion-uat", "worker")] == kworker
+    assert "**Result: failed during rollout**" in res.stdout
+
+
+def test_up_applies_nothing_when_the_load_fails(tmp_path):
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    stand_ins(bin_dir, log, kind='[ "$1 $2" != "load image-archive" ] || { echo "ctr: content digest sha256:abc: not found" >&2; exit 1; }\n')
+    env = tool_env(ORION_API_IMAGE=f"{REGISTRY}/orion-api@{DIGEST_A}", ORION_RESULTS=str(tmp_path / "r.env"),
+                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", ORION_OUT_DIR=str(tmp_path / "out"),
+                   RETRY_DELAY="0", KIND_PLATFORM="linux/arm64")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    res = run(["scripts/deploy-kind.sh", "up", "dev"], env=env)
+    assert res.returncode != 0
+    calls = calls_of(log)
+    assert any(c.startswith("docker save --platform linux/arm64 ") for c in calls)
+    assert not any(c.startswith("kubectl apply") for c in calls)
+    assert kv((tmp_path / "r.env").read_text())["status"] == "failed during load"
+
+
+def test_up_with_local_images_needs_them_built_first(tmp_path):
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    stand_ins(bin_dir, log, docker='[ "$1 $2" != "image inspect" ] || exit 1\n')
+    env = tool_env(ORION_RESULTS=str(tmp_path / "r.env"), ORION_OUT_DIR=str(tmp_path / "out"))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    res = run(["scripts/deploy-kind.sh", "up", "dev"], env=env)
+    assert res.returncode != 0 and "is not in the local docker engine (build it first: make images)" in res.stderr
+    assert not any(c.startswith(("docker pull", "kind ", "kubectl apply")) for c in calls_of(log))
 
 
 def test_up_stops_when_the_render_differs_from_the_validated_one(tmp_path):
@@ -430,3 +487,106 @@ def test_http_check_needs_200_and_the_services_own_metrics():
         server.shutdown()
     down = run(["bash", "-c", check, "_", f"{base}/health"])
     assert down.returncode == 1 and down.stdout.strip() == "000"
+
+
+# ---------------------------------------------------------------- EKS preflight ------------
+
+EKS_CREDS = dict(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_REGION="eu-west-1", EKS_CLUSTER_NAME="orion-eks")
+
+
+def aws_node(agent_args):
+    """kube-system DaemonSets as EKS has them: aws-node with the network policy agent."""
+    return {"items": [
+        {"metadata": {"name": "kube-proxy"}, "spec": {"template": {"spec": {"containers": [{"name": "kube-proxy"}]}}}},
+        {"metadata": {"name": "aws-node"}, "spec": {"template": {"spec": {"containers": [
+            {"name": "aws-node", "args": []},
+            {"name": "aws-network-policy-agent", "args": agent_args},
+        ]}}}},
+    ]}
+
+
+NETPOL_ON = aws_node(["--enable-ipv6=false", "--enable-network-policy=true"])
+NETPOL_OFF = aws_node(["--enable-ipv6=false", "--enable-network-policy=false"])
+
+
+def eks(tmp_path, *, daemonsets=NETPOL_ON, metrics="True", public=True, extra=None, rollout_fails=True):
+    """deploy-eks.sh prod against stand-in aws / kubectl / curl; returns (result, calls, eks line)."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    ds = tmp_path / "daemonsets.json"
+    ds.write_text(json.dumps(daemonsets))
+    kubectl = f'[ "$*" != "-n kube-system get daemonsets -o json" ] || {{ cat {ds}; exit 0; }}\n'
+    kubectl += (f'[ "$1 $2" != "get apiservice" ] || {{ printf %s "{metrics}"; exit 0; }}\n' if metrics
+                else '[ "$1 $2" != "get apiservice" ] || { echo "NotFound" >&2; exit 1; }\n')
+    if rollout_fails:
+        kubectl += '[ "$3" != rollout ] || exit 1\n'
+    curl = ('case "$*" in *ghcr.io/token*) echo \'{"token":"anon"}\' ;; *) exit 0 ;; esac\n' if public
+            else 'case "$*" in *ghcr.io/token*) echo \'{"token":"anon"}\' ;; *manifests*) exit 22 ;; esac\n')
+    stand_ins(bin_dir, log, kubectl=kubectl, curl=curl)
+    results = tmp_path / "results.env"
+    env = tool_env(ORION_RESULTS=str(results), ORION_OUT_DIR=str(tmp_path / "out"),
+                   ORION_API_IMAGE=f"{REGISTRY}/orion-api@{DIGEST_A}",
+                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", **EKS_CREDS, **(extra or {}))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    res = run(["scripts/deploy-eks.sh", "prod"], env=env)
+    calls = [c for c in calls_of(log) if not c.startswith("kubectl kustomize")]
+    return res, calls, kv(results.read_text()).get("eks", "") if results.exists() else ""
+
+
+def preflight_lines(res) -> list[str]:
+    return [l for l in res.stderr.splitlines() if l.startswith("deploy-eks: preflight: ")]
+
+
+def test_eks_preflight_passes_then_applies_in_order(tmp_path):
+    res, calls, _ = eks(tmp_path)
+    out = tmp_path / "out"
+    assert calls[0].startswith("aws eks update-kubeconfig --name orion-eks --region eu-west-1 --kubeconfig ")
+    assert calls[1:4] == [
+        "kubectl -n kube-system get daemonsets -o json",
+        "kubectl get apiservice v1beta1.metrics.k8s.io -o jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
+        "curl -fsS --max-time 10 https://ghcr.io/token?scope=repository:orionlynn19/orion-api:pull",
+    ]
+    assert calls[4].startswith("curl -fsS --max-time 10 -o /dev/null --head -H Authorization: Bearer anon")
+    assert calls[4].endswith(f"https://ghcr.io/v2/orionlynn19/orion-api/manifests/{DIGEST_A}")
+    assert calls[6].endswith(f"https://ghcr.io/v2/orionlynn19/orion-worker/manifests/{DIGEST_B}")
+    assert calls[7:9] == [f"kubectl apply -f {out / 'monitoring.eks.yaml'}", f"kubectl apply -f {out / 'prod.eks.yaml'}"]
+    assert "preflight ok" in res.stderr and not preflight_lines(res)
+
+
+@pytest.mark.parametrize("case,want", [
+    (dict(daemonsets=NETPOL_OFF), "NetworkPolicies would not be enforced: the VPC CNI (aws-node) has network policy off"),
+    (dict(daemonsets={"items": []}), "NetworkPolicies would not be enforced: no NetworkPolicy-enforcing CNI"),
+    (dict(metrics=None), "v1beta1.metrics.k8s.io is missing"),
+    (dict(metrics="False"), "v1beta1.metrics.k8s.io is False"),
+    (dict(public=False), f"nodes cannot pull images: {REGISTRY}/orion-api@{DIGEST_A} is not pullable anonymously"),
+])
+def test_eks_preflight_failure_applies_nothing(tmp_path, case, want):
+    res, calls, line = eks(tmp_path, **case)
+    assert res.returncode == 1
+    assert not any(c.startswith(("kubectl apply", "kubectl -n orion-prod rollout")) for c in calls), calls
+    lines = preflight_lines(res)
+    assert any(l.startswith(f"deploy-eks: preflight: {want}") for l in lines), res.stderr
+    expected = 2 if case.get("public") is False else 1  # both images are private
+    assert len(lines) == expected, lines
+    assert line.startswith("FAILED preflight on orion-eks (nothing applied): ")
+
+
+def test_eks_preflight_reports_every_problem_at_once(tmp_path):
+    res, calls, _ = eks(tmp_path, daemonsets=NETPOL_OFF, metrics=None, public=False)
+    assert res.returncode == 1 and len(preflight_lines(res)) == 4
+    assert not any(c.startswith("kubectl apply") for c in calls)
+
+
+def test_eks_other_cnis_enforce_policies(tmp_path):
+    calico = {"items": [{"metadata": {"name": "calico-node"}, "spec": {"template": {"spec": {"containers": []}}}}]}
+    res, calls, _ = eks(tmp_path, daemonsets=calico)
+    assert "preflight ok" in res.stderr and any(c.startswith("kubectl apply") for c in calls)
+
+
+def test_eks_pull_secret_must_exist_and_be_on_the_service_account(tmp_path):
+    # The stand-in kubectl answers `get secret` (exit 0) and prints nothing for the SA's list.
+    res, calls, _ = eks(tmp_path, public=False, extra={"ORION_IMAGE_PULL_SECRET": "ghcr-pull"})
+    assert res.returncode == 1
+    assert "kubectl -n orion-prod get secret ghcr-pull -o name" in calls
+    assert any("ServiceAccount orion-prod/orion does not list imagePullSecrets ghcr-pull" in l for l in preflight_lines(res))
+    assert not any(c.startswith("curl") for c in calls), "with a pull secret, no anonymous probe"
+    assert not any(c.startswith("kubectl apply") for c in calls)
