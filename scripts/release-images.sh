@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# release-images.sh: the release image build, the same here, in CI and for anyone who
+# rebuilds a release (`make release-images` runs exactly this).
+#
+# For orion-api and orion-worker: one image per platform from Dockerfile.scratch and the
+# dist/<arch>/ binaries `make build` made (buildah, Docker format, timestamps from the
+# commit), then one manifest list with the platforms in a fixed order (release-oci.py),
+# written as an OCI image layout to $OUT/orion-<svc>/ (ref name "latest"). Prints
+# `orion-<svc> sha256:...` per image and writes the same lines to $OUT/digests.txt.
+#
+# Environment:
+#   SOURCE_DATE_EPOCH  default: the commit time of HEAD (never the clock)
+#   VERSION            default: the workspace version in Cargo.toml
+#   REVISION           default: git HEAD (the image's org.opencontainers.image.revision)
+#   OUT                default: $ROOT/dist/oci
+#   SERVICES           default: "api worker"
+#   RELEASE_BUILDAH_VERSION  the buildah version releases are built with (default 1.28.2):
+#                      another version may write other bytes, so it is refused unless
+#                      RELEASE_ANY_BUILDAH=1 (then the digests prove nothing about CI's)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+die() { echo "release-images: $*" >&2; exit 1; }
+
+command -v buildah >/dev/null || die "buildah is not installed (Debian package: buildah; make deps installs it)"
+want_buildah="${RELEASE_BUILDAH_VERSION:-1.28.2}"
+have_buildah="$(buildah --version | awk '{print $3}')"
+if [ "$have_buildah" != "$want_buildah" ] && [ "${RELEASE_ANY_BUILDAH:-0}" != 1 ]; then
+  die "buildah $have_buildah, releases are built with $want_buildah (RELEASE_ANY_BUILDAH=1 to build anyway)"
+fi
+
+sde="${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct HEAD)}"
+[[ "$sde" =~ ^[0-9]+$ ]] || { echo "release-images: SOURCE_DATE_EPOCH='$sde' is not a number of seconds" >&2; exit 2; }
+version="${VERSION:-$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml")}"
+revision="${REVISION:-$(git -C "$ROOT" rev-parse HEAD)}"
+out="${OUT:-$ROOT/dist/oci}"
+services="${SERVICES:-api worker}"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/orion-release.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+storage=(--storage-driver vfs --root "$work/storage" --runroot "$work/run")
+
+# The build context holds only the binaries, copied with fixed modes: neither the clone's
+# path nor its umask reaches the layer (buildah's COPY keeps the source file's mode).
+for arch in amd64 arm64; do
+  install -d -m 0755 "$work/ctx/dist/$arch"
+  for svc in $services; do
+    bin="$ROOT/dist/$arch/orion-$svc"
+    [ -f "$bin" ] || die "$bin is missing (run: make build)"
+    install -m 0755 "$bin" "$work/ctx/dist/$arch/orion-$svc"
+  done
+done
+
+mkdir -p "$out" "$work/plat"
+: >"$out/digests.txt.new"
+for svc in $services; do
+  case "$svc" in
+    api) port=8000 ;;
+    worker) port=9091 ;;
+    *) echo "release-images: SERVICES: unknown service '$svc' (api, worker)" >&2; exit 2 ;;
+  esac
+  sources=()
+  for arch in amd64 arm64; do  # this order is the order in the manifest list
+    buildah "${storage[@]}" build --quiet --format docker --identity-label=false \
+      --timestamp "$sde" --platform "linux/$arch" \
+      --build-arg "TARGETARCH=$arch" --build-arg "SERVICE=$svc" --build-arg "EXPOSE_PORT=$port" \
+      --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
+      -f "$ROOT/Dockerfile.scratch" -t "localhost/orion-$svc:$arch" "$work/ctx" >/dev/null
+    buildah "${storage[@]}" push --quiet --format docker "localhost/orion-$svc:$arch" \
+      "oci:$work/plat/$svc-$arch:img" >/dev/null
+    sources+=("$work/plat/$svc-$arch:img:linux/$arch")
+  done
+  rm -rf "$out/orion-$svc"
+  digest="$(python3 "$ROOT/scripts/release-oci.py" assemble --out "$out/orion-$svc" --ref latest "${sources[@]}")"
+  echo "orion-$svc $digest" | tee -a "$out/digests.txt.new"
+done
+mv "$out/digests.txt.new" "$out/digests.txt"
