@@ -27,14 +27,12 @@ UP_TIMEOUT ?= 60
 
 .PHONY: images up down test-images lint-images bench-images
 
-images: build ## scratch images orion-api:$(TAG) and orion-worker:$(TAG) for this host's architecture
+images: release-images ## orion-api:$(TAG), orion-worker:$(TAG): this host's platform of the release indexes in dist/oci
 	@for pair in $(IMAGE_SERVICES); do \
-	  svc=$${pair%%:*}; port=$${pair##*:}; \
-	  echo "images: orion-$$svc:$(TAG) (linux/$(HOST_ARCH), DOCKER_BUILDKIT=$(DOCKER_BUILDKIT))"; \
-	  DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) docker build --quiet -f Dockerfile.scratch \
-	    --build-arg TARGETARCH=$(HOST_ARCH) --build-arg SERVICE=$$svc --build-arg EXPOSE_PORT=$$port \
-	    --build-arg VERSION=$(IMAGE_VERSION) --build-arg REVISION=$(IMAGE_REVISION) \
-	    -t orion-$$svc:$(TAG) . >/dev/null; \
+	  svc=$${pair%%:*}; \
+	  echo "images: orion-$$svc:$(TAG) (linux/$(HOST_ARCH) of dist/oci/orion-$$svc, the release build)"; \
+	  skopeo copy --quiet --override-os linux --override-arch $(HOST_ARCH) \
+	    oci:dist/oci/orion-$$svc:latest docker-daemon:orion-$$svc:$(TAG) >/dev/null; \
 	done
 	@docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' --filter 'reference=orion-*:$(TAG)'
 

@@ -11,6 +11,8 @@ declare -A need=(
   [nginx]=nginx-light
   [qemu-aarch64]=qemu-user
   [docker-compose]=docker-compose
+  [buildah]=buildah
+  [skopeo]=skopeo
 )
 
 missing=()
