@@ -10,7 +10,8 @@
 # dist/{amd64,arm64}, both image indexes and both SBOMs are compared; the first difference is
 # named (file, or blob and what differs inside it) and the exit status is 1.
 #
-# Environment: REPRO_DIR (default $ROOT/.tmp/reproducible; the clones stay there until the
+# Environment: REPRO_A_CLONE=1 (build A in a clean clone of HEAD as well, at the cost of one
+# more build: for a checkout with uncommitted work; run the script itself then), REPRO_DIR (default $ROOT/.tmp/reproducible; the clones stay there until the
 # next run, so `make verify-release` can reuse B), VENV (the tools venv both builds use,
 # linked into each clone as .venv).
 set -euo pipefail
@@ -46,11 +47,17 @@ clone_and_build() {
 }
 
 rm -rf "$work"
-a="$ROOT"
-if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]; then
-  # B is HEAD as committed either way; identical output still proves the claim. A difference
-  # may then come from the uncommitted changes, which the message below will point at.
-  echo "verify-reproducible: note: $ROOT has uncommitted changes (B builds HEAD as committed)"
+if [ "${REPRO_A_CLONE:-0}" = 1 ]; then
+  # A in a clean clone too (one more build): for a checkout with uncommitted work.
+  a="$work/a/orion"
+  clone_and_build "$a" "$umask_a"
+else
+  a="$ROOT"
+  if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]; then
+    # B is HEAD as committed either way; identical output still proves the claim. A
+    # difference may then come from the uncommitted changes (REPRO_A_CLONE=1 avoids them).
+    echo "verify-reproducible: note: $ROOT has uncommitted changes (B builds HEAD as committed)"
+  fi
 fi
 b="$work/b/another-path-of-another-length/orion"
 clone_and_build "$b" "$umask_b"
