@@ -153,7 +153,7 @@ def test_readme_make_targets_and_paths_exist():
     text = readme_section("kubernetes")
     for target in re.findall(r"\bmake ([a-z][a-z0-9-]+)", text):
         assert target in targets, f"README mentions `make {target}`, which no makefile defines"
-    for path in set(re.findall(r"\b(k8s/[A-Za-z0-9_./-]+)", text)):
+    for path in set(re.findall(r"(?<![\w/.-])(k8s/[A-Za-z0-9_./-]+)", text)):
         path = path.rstrip(".")
         if "{" in path:
             continue
@@ -161,3 +161,17 @@ def test_readme_make_targets_and_paths_exist():
     for path in re.findall(r"k8s/overlays/\{([a-z,]+)\}", text):
         for env in path.split(","):
             assert (REPO / "k8s" / "overlays" / env).is_dir()
+
+
+def test_readme_kind_commands_match_the_deploy_script():
+    """README's local kind cluster is the one scripts/deploy-kind.sh (and CI) creates: the same
+    pinned node image, and images loaded the same way (a single-platform archive)."""
+    script = (REPO / "scripts" / "deploy-kind.sh").read_text()
+    node = re.search(r'KIND_NODE_IMAGE:-(kindest/node:v[\d.]+@sha256:[0-9a-f]{64})\}', script).group(1)
+    text = "\n".join(code_lines(readme_section("kubernetes")))
+    creates = [ln for ln in text.splitlines() if ln.startswith("kind create cluster")]
+    assert creates, "README shows how to create the kind cluster"
+    for ln in creates:
+        assert f"--image {node}" in ln, f"README: {ln!r} does not use {node}"
+    assert "kind load docker-image" not in text, "kind load docker-image fails on Docker's containerd image store"
+    assert "kind load image-archive" in text and "docker save --platform" in text

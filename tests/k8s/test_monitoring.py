@@ -198,13 +198,17 @@ def test_grafana_mounts_the_dashboards_where_the_provider_looks(docs):
 
 
 def _admin_password(docs):
-    (c,) = pod_spec(one(docs, "Deployment", "grafana"))["containers"]
+    # Read from a file of the Secret's volume (GF_SECURITY_ADMIN_PASSWORD__FILE), never an env value.
+    dep = one(docs, "Deployment", "grafana")
+    (c,) = pod_spec(dep)["containers"]
     env = {e["name"]: e for e in c["env"]}
-    pw = env["GF_SECURITY_ADMIN_PASSWORD"]
-    assert "value" not in pw, "the admin password must come from a Secret"
-    ref = pw["valueFrom"]["secretKeyRef"]
-    secret = one(docs, "Secret", ref["name"])
-    return base64.b64decode(secret["data"][ref["key"]]).decode()
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env, "the admin password must not be an environment variable"
+    path = env["GF_SECURITY_ADMIN_PASSWORD__FILE"]["value"]
+    mount_path, key = path.rsplit("/", 1)
+    mount, volume = volume_mounts(dep)[mount_path]
+    assert mount.get("readOnly") is True
+    secret = one(docs, "Secret", volume["secret"]["secretName"])
+    return base64.b64decode(secret["data"][key]).decode()
 
 
 def test_grafana_admin_password_comes_from_a_secret(docs):

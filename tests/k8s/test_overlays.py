@@ -264,6 +264,9 @@ def test_api_spreads_over_nodes_and_zones_but_schedules_on_one_node(renders, nam
     for t in tsc.values():
         assert selector_matches(t["labelSelector"], labels)
         assert t["maxSkew"] == 1
+        # Cordoned / tainted nodes must not count as empty domains: with the default (Ignore)
+        # a drain leaves the DoNotSchedule replacements Pending.
+        assert t.get("nodeTaintsPolicy") == "Honor", t["topologyKey"]
 
 
 def _port_allowed(rule, port_name, port_number):
