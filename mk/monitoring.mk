@@ -1,8 +1,12 @@
-# Monitoring (issue 6): Prometheus config, alert rules, Grafana provisioning — all in monitoring/.
+# Monitoring (issues 6, 12): Prometheus config, alert rules, Alertmanager config, Grafana
+# provisioning — all in monitoring/.
 #
-#   make lint-monitoring   yamllint, promtool on the compose config and the rules (seconds, no build)
-#   make test-monitoring   + promtool unit tests of every alert, the dashboard/annotation checks,
-#                          and the live test: real orion-api + orion-worker + Debian's prometheus
+#   make lint-monitoring   yamllint, promtool on the compose config and the rules, amtool
+#                          check-config on alertmanager.yml (seconds, no build)
+#   make test-monitoring   + promtool unit tests of every alert (incl. the SLO burn-rate pairs),
+#                          the amtool routing table, the dashboard/annotation checks, and the live
+#                          tests: real orion-api + orion-worker + Debian's prometheus and
+#                          prometheus-alertmanager, notifications caught by an in-test webhook
 #
 # The compose config names its rule file by the path inside the prom/prometheus container
 # (/etc/prometheus/alerts.yaml). `promtool check config` on it as shipped can only check the
@@ -10,6 +14,9 @@
 # rule path points at this repository's monitoring/alerts.yaml. Nothing else is rewritten.
 
 MONITORING_BIN_DIR ?= $(CURDIR)/dist/amd64
+# promtool unit test files; run two at a time (the SLO and daily files take 10-20 s each).
+MONITORING_RULE_TESTS := monitoring/alerts.test.yaml monitoring/alerts.daily.test.yaml \
+  monitoring/alerts.slo.test.yaml monitoring/alerts.slo-slow.test.yaml
 
 .PHONY: lint-monitoring test-monitoring
 
@@ -22,8 +29,10 @@ MONITORING_YAMLLINT := {extends: default, rules: {document-start: disable, line-
 MONITORING_TESTS_YAMLLINT := {extends: default, rules: {document-start: disable, line-length: disable}}
 
 lint-monitoring: deps tools ## promtool check config (compose) and check rules; yamllint monitoring/
-	$(VENV_BIN)/yamllint --strict -d '$(MONITORING_YAMLLINT)' monitoring/alerts.yaml monitoring/prometheus.yml monitoring/grafana/
-	$(VENV_BIN)/yamllint --strict -d '$(MONITORING_TESTS_YAMLLINT)' monitoring/alerts.test.yaml monitoring/alerts.daily.test.yaml
+	$(VENV_BIN)/yamllint --strict -d '$(MONITORING_YAMLLINT)' monitoring/alerts.yaml monitoring/prometheus.yml monitoring/grafana/ \
+	  monitoring/alertmanager.yml monitoring/alertmanager.routes.test.yaml
+	$(VENV_BIN)/yamllint --strict -d '$(MONITORING_TESTS_YAMLLINT)' $(MONITORING_RULE_TESTS)
+	amtool check-config monitoring/alertmanager.yml
 	promtool check config --syntax-only monitoring/prometheus.yml
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	sed 's#^  - /etc/prometheus/alerts.yaml$$#  - $(CURDIR)/monitoring/alerts.yaml#' monitoring/prometheus.yml > "$$tmp/prometheus.yml"; \
@@ -35,5 +44,5 @@ lint-monitoring: deps tools ## promtool check config (compose) and check rules; 
 # A plain `cargo build --release` here would rebuild them: cargo-auditable's wrapper changes
 # the fingerprint, so the two builds would undo each other on every run.
 test-monitoring: deps tools lint-monitoring build ## alert unit tests, dashboard checks, live Prometheus against the real binaries
-	promtool test rules monitoring/alerts.test.yaml monitoring/alerts.daily.test.yaml
+	printf '%s\n' $(MONITORING_RULE_TESTS) | xargs -P 2 -n 1 promtool test rules
 	ORION_BIN_DIR=$(MONITORING_BIN_DIR) $(VENV_BIN)/pytest -q tests/monitoring

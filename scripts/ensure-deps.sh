@@ -7,6 +7,8 @@ set -euo pipefail
 declare -A need=(
   [promtool]=prometheus
   [prometheus]=prometheus
+  [prometheus-alertmanager]=prometheus-alertmanager
+  [amtool]=prometheus-alertmanager
   [wrk]=wrk
   [nginx]=nginx-light
   [qemu-aarch64]=qemu-user

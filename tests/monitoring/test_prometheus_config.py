@@ -17,3 +17,9 @@ def test_compose_scrape_config():
         # Every alert aggregates by namespace; compose's one environment is "local".
         assert static["labels"] == {"namespace": "local"}
         assert jobs[job].get("metrics_path", "/metrics") == "/metrics"
+
+
+def test_compose_prometheus_sends_to_compose_alertmanager():
+    (alertmanager,) = load_yaml(PROMETHEUS_YML)["alerting"]["alertmanagers"]
+    (static,) = alertmanager["static_configs"]
+    assert static["targets"] == ["alertmanager:9093"]  # the service name in docker-compose.yml
