@@ -16,17 +16,22 @@ RELEASE_SCRIPTS := $(wildcard scripts/release-*.sh)
 
 .PHONY: release-images release-sbom verify-reproducible verify-release test-release lint-release
 
-release-images: build tools ## multi-arch image indexes in dist/oci/ (OCI layouts) + SBOMs in dist/sbom/
-	scripts/release-images.sh
-	@$(MAKE) --no-print-directory release-sbom
-
-release-sbom: tools ## CycloneDX SBOMs of the images in dist/oci (from the binaries' cargo-auditable data), validated
+# The SBOMs of the images in dist/oci, one per image index, then validated.
+define release_sbom_recipe
 	@test -f dist/oci/digests.txt || { echo "release-sbom: dist/oci/digests.txt missing (make release-images)" >&2; exit 1; }
 	@for svc in api worker; do \
 	  digest=$$(awk -v n=orion-$$svc '$$1 == n {print $$2}' dist/oci/digests.txt); \
 	  $(VENV_BIN)/python scripts/release-sbom.py generate $$svc --digest "$$digest" --out dist/sbom/orion-$$svc.cdx.json; \
 	done
 	$(VENV_BIN)/python scripts/release-sbom.py validate dist/sbom/orion-api.cdx.json dist/sbom/orion-worker.cdx.json
+endef
+
+release-images: build tools ## multi-arch image indexes in dist/oci/ (OCI layouts) + SBOMs in dist/sbom/
+	scripts/release-images.sh
+	$(release_sbom_recipe)
+
+release-sbom: tools ## CycloneDX SBOMs of the images in dist/oci (from the binaries' cargo-auditable data), validated
+	$(release_sbom_recipe)
 
 verify-reproducible: release-images ## build this commit again in a clean clone (other path, umask): identical bytes?
 	VENV=$(VENV) scripts/release-verify-reproducible.sh
