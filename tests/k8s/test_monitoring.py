@@ -19,6 +19,7 @@ from conftest import REPO, container_ports, kubectl, load_docs, objs, one, pod_s
 NS = "monitoring"
 SHARED_FILES = {  # ConfigMap -> key -> file shared with docker compose
     "prometheus-rules": {"alerts.yaml": "monitoring/alerts.yaml"},
+    "alertmanager-config": {"alertmanager.yml": "monitoring/alertmanager.yml"},
     "grafana-datasources": {"datasource.yaml": "monitoring/grafana/provisioning/datasources/datasource.yaml"},
     "grafana-dashboard-providers": {"dashboards.yaml": "monitoring/grafana/provisioning/dashboards/dashboards.yaml"},
     "grafana-dashboards": {"orion.json": "monitoring/grafana/dashboards/orion.json"},
@@ -59,7 +60,7 @@ def test_namespace_enforces_restricted(docs):
             assert d["metadata"].get("namespace") == NS, d["metadata"]["name"]
 
 
-@pytest.mark.parametrize("name", ["prometheus", "grafana"])
+@pytest.mark.parametrize("name", ["prometheus", "alertmanager", "grafana"])
 def test_hardened_as_far_as_the_upstream_image_allows(docs, name):
     dep = one(docs, "Deployment", name)
     spec = pod_spec(dep)
@@ -87,10 +88,10 @@ def compose_image(service):
     return yaml.safe_load(compose.read_text())["services"].get(service, {}).get("image")
 
 
-@pytest.mark.parametrize("name", ["prometheus", "grafana"])
+@pytest.mark.parametrize("name", ["prometheus", "alertmanager", "grafana"])
 def test_images_are_pinned_and_match_compose(docs, name):
     (c,) = pod_spec(one(docs, "Deployment", name))["containers"]
-    assert re.fullmatch(rf"(prom/prometheus|grafana/grafana):v?\d+\.\d+\.\d+(@sha256:[0-9a-f]{{64}})?", c["image"]), c["image"]
+    assert re.fullmatch(rf"(prom/prometheus|prom/alertmanager|grafana/grafana):v?\d+\.\d+\.\d+(@sha256:[0-9a-f]{{64}})?", c["image"]), c["image"]
     expected = compose_image(name)
     if expected is not None:
         assert c["image"] == expected, "Kubernetes and docker compose run the same version"
@@ -238,8 +239,57 @@ def test_monitoring_network_policies(docs):
 
 
 def test_services_target_named_ports(docs):
-    for name, port in (("prometheus", 9090), ("grafana", 3000)):
+    for name, port in (("prometheus", 9090), ("alertmanager", 9093), ("grafana", 3000)):
         svc = one(docs, "Service", name)
         (c,) = pod_spec(one(docs, "Deployment", name))["containers"]
         (sp,) = svc["spec"]["ports"]
         assert sp["port"] == port and container_ports(c)[sp["targetPort"]] == port
+
+
+def test_prometheus_sends_to_the_alertmanager_service(docs):
+    (am,) = prometheus_config(docs)["alerting"]["alertmanagers"]
+    (static,) = am["static_configs"]
+    (target,) = static["targets"]
+    host, port = target.split(":")
+    svc = one(docs, "Service", "alertmanager")
+    assert host in ("alertmanager", f"alertmanager.{NS}", f"alertmanager.{NS}.svc")
+    assert int(port) in [p["port"] for p in svc["spec"]["ports"]]
+
+
+def test_alertmanager_runs_the_shared_config_with_optional_secret_files(docs):
+    dep = one(docs, "Deployment", "alertmanager")
+    assert dep["spec"]["replicas"] == 1
+    spec = pod_spec(dep)
+    assert spec.get("automountServiceAccountToken") is False
+    (c,) = spec["containers"]
+    args = dict(a.split("=", 1) for a in c["args"])
+    mounts = volume_mounts(dep)
+    config_file = PurePosixPath(args["--config.file"])
+    _, volume = mounts[str(config_file.parent)]
+    cm = configmap(docs, "alertmanager-config")
+    assert volume["configMap"]["name"] == cm["metadata"]["name"] and config_file.name in cm["data"]
+    assert args["--cluster.listen-address"] == "", "one replica: no gossip listener"
+    # Every *_file the config names lives in the optional Secret's mount.
+    config = yaml.safe_load(cm["data"]["alertmanager.yml"])
+    files = re.findall(r"(?:routing_key_file|api_url_file|credentials_file)': '([^']+)'", repr(config))
+    assert len(files) == 3, files
+    for path in files:
+        mount, volume = mounts[str(PurePosixPath(path).parent)]
+        assert mount.get("readOnly") is True
+        assert volume["secret"]["secretName"] == "alertmanager-receivers" and volume["secret"]["optional"] is True
+    # The Secret is created in the cluster, never rendered from the repository.
+    assert not [s for s in objs(docs, "Secret") if s["metadata"]["name"].startswith("alertmanager")]
+    (data_mount, data_volume) = mounts[args["--storage.path"]]
+    assert data_volume["emptyDir"]["sizeLimit"]
+
+
+def test_alertmanager_admits_prometheus_only(docs):
+    policies = [
+        p for p in objs(docs, "NetworkPolicy")
+        if p["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "alertmanager"}
+    ]
+    rules = [r for p in policies for r in p["spec"].get("ingress", [])]
+    assert rules
+    for r in rules:
+        assert r["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+        assert [p["port"] for p in r["ports"]] == ["http"]
