@@ -389,3 +389,13 @@ def test_dependabot_covers_actions_and_cargo():
     ecosystems = {u["package-ecosystem"]: u for u in doc["updates"]}
     assert {"github-actions", "cargo"} <= set(ecosystems)
     assert ecosystems["cargo"]["directory"] == "/"
+
+
+def test_readme_lists_every_pinned_action_as_pinned():
+    readme = (ROOT / "README.md").read_text()
+    cicd = readme[readme.index("<!-- section:cicd -->"):readme.index("<!-- /section:cicd -->")]
+    for _path, _lineno, action, sha, tag, _step in pinned_uses():
+        row = next((l for l in cicd.splitlines() if l.startswith(f"| {action} ")), None)
+        assert row, f"README (CI/CD) has no row for {action}"
+        assert f"| {tag} " in row and f"`{sha}`" in row, f"README row for {action} is not {tag} {sha}: {row}"
+    assert "ubuntu-24.04" in cicd and "refresh_pinned_actions.py" in cicd
