@@ -24,7 +24,7 @@ CI_SCRIPTS := $(wildcard scripts/deploy-*.sh scripts/ci-*.sh) tools/zig-cc
 
 lint-ci: tools ## CI: zizmor (offline), actionlint, workflow/dependabot schemas, shellcheck, yamllint
 	zizmor --offline --strict-collection .github/
-	actionlint -color -shellcheck="$$(command -v shellcheck)" .github/workflows/*.yml
+	actionlint -shellcheck="$$(command -v shellcheck)" .github/workflows/*.yml
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	shellcheck --severity=style $(CI_SCRIPTS)

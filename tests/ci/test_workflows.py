@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MAPPING, ROOT, SHA, WORKFLOWS, kv, load_yaml, run, tool_env
+from conftest import MAPPING, ROOT, SHA, VENV_BIN, WORKFLOWS, kv, load_yaml, run, tool_env
 
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.y*ml"))
 GITHUB_FILES = sorted(p for p in (ROOT / ".github").rglob("*") if p.is_file())
@@ -399,3 +399,19 @@ def test_readme_lists_every_pinned_action_as_pinned():
         assert row, f"README (CI/CD) has no row for {action}"
         assert f"| {tag} " in row and f"`{sha}`" in row, f"README row for {action} is not {tag} {sha}: {row}"
     assert "ubuntu-24.04" in cicd and "refresh_pinned_actions.py" in cicd
+
+
+def test_actionlint_is_real_and_runs_shellcheck_on_run_blocks(tmp_path):
+    """`make lint-ci` runs actionlint over .github/workflows with 0 findings; this shows the
+    pinned binary does find things (a job graph error and a shellcheck warning in `run:`)."""
+    wf = tmp_path / ".github" / "workflows" / "bad.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text("on: push\npermissions: {}\njobs:\n  a:\n    needs: [nope]\n    runs-on: ubuntu-24.04\n"
+                  "    steps:\n      - run: echo $HOME/$1\n")
+    res = run([str(VENV_BIN / "actionlint"), "-no-color", f"-shellcheck={VENV_BIN / 'shellcheck'}", str(wf)],
+              cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert '"nope"' in res.stdout and "SC2086" in res.stdout, res.stdout
+    clean = run([str(VENV_BIN / "actionlint"), "-no-color", f"-shellcheck={VENV_BIN / 'shellcheck'}",
+                 *map(str, WORKFLOW_FILES)])
+    assert clean.returncode == 0, clean.stdout + clean.stderr
