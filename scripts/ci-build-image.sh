@@ -1,84 +1,63 @@
 #!/usr/bin/env bash
 # ci-build-image.sh SERVICE   (SERVICE: api | worker)
 #
-# CI's image build: one multi-arch image from the binaries `make build` cross-compiled into
-# dist/amd64 and dist/arm64. Dockerfile.scratch only COPYs, so BuildKit executes nothing
-# for either platform: no QEMU, no binfmt, no emulated compiler that could crash.
+# CI's image push: the index `make release-images` built (scripts/release-images.sh, the
+# same script and flags here, in CI and for anyone rebuilding a release) from dist/oci/orion-
+# SERVICE goes to the registry unchanged: first by digest, then under each tag, every copy
+# with --preserve-digests, so the digest pushed is the digest built (and rebuilt by users).
+# Nothing is built here: the build is the release build, done before this script.
 #
 # Environment:
 #   TAGS       space-separated full references (ghcr.io/orionlynn19/orion-api:dev ...); required
-#   PUSH       true: push with SBOM + provenance attestations and print digest=sha256:...
-#              and image=<repository of the first tag>@sha256:... (also to $GITHUB_OUTPUT);
-#              false: build both platforms, push nothing (pull requests)
-#   PLATFORMS  default linux/amd64,linux/arm64
-#   VERSION    default: the workspace version in Cargo.toml; REVISION default: git HEAD
-#   ATTEMPTS   tries of the build+push (default 3, see ci-retry.sh): a registry hiccup
-#              costs a retry, not a red pipeline
-#   DRY_RUN=1  print the command instead of running it (tests/ci)
+#   PUSH       true: push and print digest=sha256:... and image=<repository>@sha256:...
+#              (also to $GITHUB_OUTPUT); false (pull requests): check the layout, push nothing
+#   OCI_DIR    default: $ROOT/dist/oci
+#   ATTEMPTS   tries of each copy (default 3, see ci-retry.sh): a registry hiccup costs a
+#              retry, not a red pipeline
+#   DRY_RUN=1  print the commands instead of running them
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 service="${1:-}"
 case "$service" in
-  api) port=8000 ;;
-  worker) port=9091 ;;
+  api|worker) ;;
   *) echo "usage: ci-build-image.sh api|worker" >&2; exit 2 ;;
 esac
 [ -n "${TAGS:-}" ] || { echo "ci-build-image: TAGS is empty" >&2; exit 2; }
 push="${PUSH:-false}"
-case "$push" in true|false) ;; *) echo "ci-build-image: PUSH must be true or false" >&2; exit 2 ;; esac
-platforms="${PLATFORMS:-linux/amd64,linux/arm64}"
-version="${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)}"
-revision="${REVISION:-$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)}"
+case "$push" in true|false) ;; *) echo "ci-build-image: PUSH must be true or false, not '$push'" >&2; exit 2 ;; esac
+layout="${OCI_DIR:-$ROOT/dist/oci}/orion-$service"
+[ -f "$layout/index.json" ] || { echo "ci-build-image: $layout is missing (run: make release-images)" >&2; exit 1; }
 
-# The binaries must exist and be of the right architecture before BuildKit copies them:
-# ELF e_machine (bytes 18-19) is 62 for x86-64 and 183 for AArch64.
-elf_machine() { od -An -t u2 -j 18 -N 2 "$1" | tr -d ' '; }
-IFS=, read -r -a plats <<<"$platforms"
-for plat in "${plats[@]}"; do
-  arch="${plat#linux/}"
-  bin="$ROOT/dist/$arch/orion-$service"
-  case "$arch" in amd64) want=62 ;; arm64) want=183 ;; *) echo "ci-build-image: unsupported platform $plat" >&2; exit 2 ;; esac
-  if [ "${DRY_RUN:-0}" != 1 ]; then
-    [ -f "$bin" ] || { echo "ci-build-image: $bin is missing (run: make build)" >&2; exit 1; }
-    got="$(elf_machine "$bin")"
-    [ "$got" = "$want" ] || { echo "ci-build-image: $bin is ELF machine $got, expected $want for $arch" >&2; exit 1; }
-  fi
+# The index and what it says, checked before anything leaves the machine: two platforms,
+# each layer's binary of its own architecture (ELF e_machine read from the layer).
+digest="$(python3 "$ROOT/scripts/release-oci.py" digest "$layout" --ref latest)"
+[[ "$digest" =~ ^sha256:[0-9a-f]{64}$ ]] || { echo "ci-build-image: no index digest in $layout" >&2; exit 1; }
+elf="$(python3 "$ROOT/scripts/release-oci.py" layer-elf "$layout" --ref latest)"
+[ "$elf" = "$(printf 'linux/amd64 orion 62\nlinux/arm64 orion 183')" ] || {
+  echo "ci-build-image: $layout does not hold one amd64 and one arm64 binary:" >&2; echo "$elf" >&2; exit 1; }
+first="${TAGS%% *}"
+repo="${first%:*}"
+for tag in $TAGS; do
+  [ "${tag%:*}" = "$repo" ] || { echo "ci-build-image: TAGS mixes repositories ($repo, ${tag%:*})" >&2; exit 2; }
 done
+echo "ci-build-image: orion-$service $digest"
 
-meta="$(mktemp)"
-trap 'rm -f "$meta"' EXIT
-cmd=(docker buildx build
-  --file "$ROOT/Dockerfile.scratch"
-  --platform "$platforms"
-  --build-arg "SERVICE=$service"
-  --build-arg "EXPOSE_PORT=$port"
-  --build-arg "VERSION=$version"
-  --build-arg "REVISION=$revision"
-  --metadata-file "$meta")
-for tag in $TAGS; do cmd+=(--tag "$tag"); done
-if [ "$push" = true ]; then
-  # SBOM (SPDX, from the cargo-auditable data in the binaries) and SLSA provenance are
-  # pushed as attestations next to the image index.
-  cmd+=(--sbom=true --provenance=mode=max --push)
-else
-  cmd+=(--output "type=image,push=false")
-fi
-cmd+=("$ROOT")
-
-if [ "${DRY_RUN:-0}" = 1 ]; then
-  printf '%q ' "${cmd[@]}"
-  echo
-  exit 0
-fi
-
-"$ROOT/scripts/ci-retry.sh" "${ATTEMPTS:-3}" "${cmd[@]}"
+copy() {  # copy DEST: the whole index, digests preserved; the registry's digest must be ours
+  local dest="$1" got
+  local cmd=(skopeo copy --quiet --all --preserve-digests --digestfile "$tmp/digest" "oci:$layout:latest" "$dest")
+  if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "${cmd[@]}"; echo; return 0; fi
+  "$ROOT/scripts/ci-retry.sh" "${ATTEMPTS:-3}" "${cmd[@]}"
+  got="$(cat "$tmp/digest")"
+  [ "$got" = "$digest" ] || { echo "ci-build-image: $dest is $got, not the built $digest" >&2; exit 1; }
+}
 
 if [ "$push" = true ]; then
-  digest="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["containerimage.digest"])' "$meta")"
-  [[ "$digest" =~ ^sha256:[0-9a-f]{64}$ ]] || { echo "ci-build-image: no digest in buildx metadata" >&2; exit 1; }
-  first="${TAGS%% *}"
-  out="$(printf 'digest=%s\nimage=%s@%s\n' "$digest" "${first%:*}" "$digest")"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  copy "docker://$repo@$digest"
+  for tag in $TAGS; do copy "docker://$tag"; done
+  out="$(printf 'digest=%s\nimage=%s@%s\n' "$digest" "$repo" "$digest")"
   echo "$out"
   if [ -n "${GITHUB_OUTPUT:-}" ]; then echo "$out" >>"$GITHUB_OUTPUT"; fi
 fi
