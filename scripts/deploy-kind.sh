@@ -89,7 +89,10 @@ load_images() {
   shift 2
   archive="$ORION_OUT_DIR/kind-images.tar"
   mkdir -p "$ORION_OUT_DIR"
-  docker save --platform "$platform" --output "$archive" "$@"
+  if ! docker save --platform "$platform" --output "$archive" "$@"; then
+    orion_die "docker save --platform $platform failed (it needs Docker >= 28, API 1.48; this engine:" \
+      "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown))"
+  fi
   kind load image-archive --name "$cluster" "$archive"
   rm -f "$archive"
 }

@@ -325,6 +325,20 @@ def test_up_applies_nothing_when_the_load_fails(tmp_path):
     assert kv((tmp_path / "r.env").read_text())["status"] == "failed during load"
 
 
+def test_up_on_an_engine_without_save_platform_says_so(tmp_path):
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    stand_ins(bin_dir, log, docker='[ "$1" != save ] || { echo "unknown flag: --platform" >&2; exit 125; }\n'
+                                   '[ "$1" != version ] || echo 27.5.1\n')
+    env = tool_env(ORION_API_IMAGE=f"{REGISTRY}/orion-api@{DIGEST_A}", ORION_RESULTS=str(tmp_path / "r.env"),
+                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", ORION_OUT_DIR=str(tmp_path / "out"),
+                   RETRY_DELAY="0", KIND_PLATFORM="linux/amd64")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    res = run(["scripts/deploy-kind.sh", "up", "dev"], env=env)
+    assert res.returncode != 0
+    assert "docker save --platform linux/amd64 failed (it needs Docker >= 28, API 1.48; this engine: 27.5.1)" in res.stderr
+    assert not any(c.startswith(("kind load", "kubectl apply")) for c in calls_of(log))
+
+
 def test_up_with_local_images_needs_them_built_first(tmp_path):
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     stand_ins(bin_dir, log, docker='[ "$1 $2" != "image inspect" ] || exit 1\n')
