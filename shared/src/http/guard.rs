@@ -38,6 +38,17 @@
 //!   the read side is shut so the handler's response can still go out.
 //! * `over_capacity`: more than `max_connections` open → the surplus is
 //!   closed, idle and silent connections first, newest traffic last.
+//! * `send_timeout`: response bytes sit in the send queue and the peer has
+//!   acknowledged none of them for the send timeout (a zero window: it does
+//!   not read) → abort. A handler blocked in that write fails by itself
+//!   (`SO_SNDTIMEO`, set on the listener) and closes the same way; this rule
+//!   also catches answers that fit in the kernel's buffers.
+//!
+//! The handlers close connections through the guard too ([`Guard::close_peer`]):
+//! after a refused request head (`bad_request`, `header_too_large`), after a
+//! request with a body (`request_body`), when a connection pipelines past its
+//! depth (`pipeline_depth`, see `lanes`) and on a send timeout. Every
+//! connection is counted once, under the reason that closed it.
 //!
 //! And one remedy that closes nothing: bytes that sit unread on a connection
 //! no thread picked up (tiny_http's task-pool race) make the guard "kick" the
@@ -90,6 +101,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub max_header_bytes: u64,
+    pub send_timeout: Duration,
 }
 
 /// What the handlers tell the guard about a connection (keyed by peer).
@@ -116,6 +128,9 @@ struct Conn {
     read_shut: bool,
     /// When the guard last kicked the pool for this connection.
     kicked: Option<Instant>,
+    /// Since when unacknowledged response bytes wait, and the acknowledged
+    /// count then (send-timeout rule).
+    send_stall: Option<(Instant, u64)>,
 }
 
 struct Metrics {
@@ -177,13 +192,7 @@ impl Guard {
             &["reason"],
         )
         .expect("metric");
-        for reason in [
-            "header_timeout",
-            "idle_timeout",
-            "header_too_large",
-            "request_timeout",
-            "over_capacity",
-        ] {
+        for reason in CLOSE_REASONS {
             closed.with_label_values(&[reason]);
         }
         let kicks = IntCounter::new(
@@ -268,23 +277,52 @@ impl Guard {
     }
 
     /// Shuts the read side of `peer`'s connection, so that tiny_http's drain
-    /// of an unwanted request body ends at once (used before a 413).
+    /// of an unwanted request body ends at once and it parses nothing more
+    /// than what it already buffered (before a final answer; on a pipeline
+    /// overflow).
     pub fn shut_read(&self, peer: Option<SocketAddr>) {
         let Some(peer) = peer else { return };
-        let found = {
-            let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-            conns.values().find(|c| c.sock.peer == peer).map(|c| c.sock)
-        };
-        let sock = found.or_else(|| {
-            sys::client_sockets(self.inner.port, self.inner.listener_fd)
-                .into_iter()
-                .find(|s| s.peer == peer)
-        });
-        if let Some(s) = sock {
-            if sys::socket_inode(s.fd) == Some(s.inode) {
-                sys::shutdown(s.fd, true, false);
+        if let Some(s) = self.inner.find(peer) {
+            sys::shutdown(s.fd, true, false);
+            let mut conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = conns.get_mut(&s.inode) {
+                c.read_shut = true;
             }
         }
+    }
+
+    /// Closes `peer`'s connection for `reason` (one of [`CLOSE_REASONS`]),
+    /// counted once: `abort` resets it (the peer does not read: nothing to
+    /// deliver), otherwise both directions are shut after what was written.
+    pub fn close_peer(&self, peer: Option<SocketAddr>, reason: &'static str, abort: bool) {
+        let Some(peer) = peer else { return };
+        if let Some(s) = self.inner.find(peer) {
+            self.inner.close_socket(&s, reason, None, abort);
+        }
+    }
+
+    /// Writes `response` straight to `peer`'s socket (non-blocking; a small
+    /// final answer) and closes it for `reason`.
+    pub fn answer_and_close(
+        &self,
+        peer: Option<SocketAddr>,
+        reason: &'static str,
+        response: &[u8],
+    ) {
+        let Some(peer) = peer else { return };
+        if let Some(s) = self.inner.find(peer) {
+            self.inner.close_socket(&s, reason, Some(response), false);
+        }
+    }
+
+    /// Peers with an open connection right now (fresh from /proc).
+    pub fn is_open_fn(&self) -> impl Fn(&SocketAddr) -> bool {
+        let open: HashSet<SocketAddr> =
+            sys::client_sockets(self.inner.port, self.inner.listener_fd)
+                .into_iter()
+                .map(|s| s.peer)
+                .collect();
+        move |p| open.contains(p)
     }
 
     /// The listener is being shut on purpose: stop watching the accept
@@ -544,6 +582,7 @@ impl Inner {
                     consumed_moved: now,
                     read_shut: false,
                     kicked: None,
+                    send_stall: None,
                 },
             );
         }
@@ -559,29 +598,58 @@ impl Inner {
         discovered
     }
 
+    /// `peer`'s socket: from our table, else from a fresh scan (not found
+    /// yet); the inode is re-checked.
+    fn find(&self, peer: SocketAddr) -> Option<ClientSocket> {
+        let found = {
+            let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.values().find(|c| c.sock.peer == peer).map(|c| c.sock)
+        };
+        let found = found.filter(|s| sys::socket_inode(s.fd) == Some(s.inode));
+        let found = found.or_else(|| {
+            sys::client_sockets(self.port, self.listener_fd)
+                .into_iter()
+                .find(|s| s.peer == peer)
+        });
+        if found.is_none() {
+            log::debug!(peer = peer.to_string().as_str(); "guard: no socket for this peer");
+        }
+        found
+    }
+
     fn close(&self, c: &Conn, reason: &str, response: Option<&[u8]>) {
+        // The client is still sending: end it now (RST), see sys::abort.
+        let abort = reason == "header_too_large" || reason == "send_timeout";
+        self.close_socket(&c.sock, reason, response, abort);
+    }
+
+    fn close_socket(&self, s: &ClientSocket, reason: &str, response: Option<&[u8]>, abort: bool) {
         // The fd number could have been reused since we looked: re-check.
-        if sys::socket_inode(c.sock.fd) != Some(c.sock.inode) {
+        if sys::socket_inode(s.fd) != Some(s.inode) {
+            return;
+        }
+        // Until tiny_http closes it, a rescan must not take it for new; and
+        // a connection is closed (and counted) once.
+        if !self
+            .closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(s.inode)
+        {
             return;
         }
         // Counted before acting, so that whoever sees the close can already
         // see it in /metrics.
         if !reason.is_empty() {
             self.metrics.closed.with_label_values(&[reason]).inc();
-            log::debug!(peer = c.sock.peer.to_string().as_str(), reason = reason; "connection closed by guard");
+            log::debug!(peer = s.peer.to_string().as_str(), reason = reason; "connection closed by guard");
         }
-        // Until tiny_http closes it, a rescan must not take it for new.
-        self.closed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(c.sock.inode);
         if let Some(r) = response {
-            sys::send_nowait(c.sock.fd, r);
+            sys::send_nowait(s.fd, r);
         }
-        sys::shutdown(c.sock.fd, true, true);
-        if reason == "header_too_large" {
-            // The client is still sending: end it now (RST), see sys::abort.
-            sys::abort(c.sock.fd);
+        sys::shutdown(s.fd, true, true);
+        if abort {
+            sys::abort(s.fd);
         }
     }
 
@@ -591,6 +659,11 @@ impl Inner {
         let draining = self.draining.load(Ordering::Relaxed);
         let activity: HashMap<SocketAddr, Activity> = self
             .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let closed: HashSet<u64> = self
+            .closed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
@@ -604,7 +677,7 @@ impl Inner {
         let mut idle: Vec<(Instant, u64, bool)> = Vec::new();
 
         for (ino, c) in conns.iter_mut() {
-            if sys::socket_inode(c.sock.fd) != Some(*ino) {
+            if closed.contains(ino) || sys::socket_inode(c.sock.fd) != Some(*ino) {
                 gone.push(*ino);
                 continue;
             }
@@ -625,8 +698,30 @@ impl Inner {
                 c.last_consumed = snap.consumed();
                 c.consumed_moved = now;
             }
+            // Send timeout: response bytes wait and the peer acknowledges
+            // none of them.
+            if snap.unacked > 0 {
+                let (since, acked) = match c.send_stall {
+                    Some((since, acked)) if acked == snap.bytes_acked => (since, acked),
+                    _ => (now, snap.bytes_acked),
+                };
+                c.send_stall = Some((since, acked));
+                if now >= since + limits.send_timeout {
+                    self.close(c, "send_timeout", None);
+                    gone.push(*ino);
+                    continue;
+                }
+                at(since + limits.send_timeout);
+            } else {
+                c.send_stall = None;
+            }
             if let Some(a) = act.filter(|a| a.in_flight > 0) {
                 let limit = a.request_started + limits.header_timeout;
+                // A handler waiting on a peer that does not read is the
+                // send timeout's case, not a dripping body.
+                if c.send_stall.is_some() {
+                    continue;
+                }
                 if now >= limit && !c.read_shut {
                     c.read_shut = true;
                     sys::shutdown(c.sock.fd, true, false);
@@ -710,6 +805,19 @@ impl Inner {
         deadline
     }
 }
+
+/// Every `reason` of `http_connections_closed_total` (all exported from 0).
+pub const CLOSE_REASONS: [&str; 9] = [
+    "header_timeout",
+    "idle_timeout",
+    "header_too_large",
+    "request_timeout",
+    "over_capacity",
+    "bad_request",
+    "request_body",
+    "pipeline_depth",
+    "send_timeout",
+];
 
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";

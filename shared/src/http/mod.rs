@@ -3,7 +3,9 @@
 //! stop. See [`server::Server`] for the lifecycle and [`guard`] for the
 //! defence against slow, idle and oversized clients.
 
+pub mod framing;
 pub mod guard;
+pub mod lanes;
 pub mod server;
 pub mod sys;
 
@@ -31,6 +33,12 @@ pub struct HttpConfig {
     pub max_body_bytes: u64,
     /// Request line plus headers above this get 431.
     pub max_header_bytes: u64,
+    /// A connection whose peer accepts no response byte for this long is
+    /// reset (`reason="send_timeout"`).
+    pub send_timeout: Duration,
+    /// Requests of one connection admitted and unanswered, at most (see
+    /// `lanes`); the next one closes it after those are answered.
+    pub pipeline_depth: usize,
 }
 
 impl Default for HttpConfig {
@@ -46,6 +54,13 @@ impl Default for HttpConfig {
             max_connections: 512,
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 64 * 1024,
+            // As long as a client may take to send its request (the header
+            // timeout): a peer that accepts no byte of a few-KiB answer for
+            // 10 s is gone or hostile, and meanwhile it holds one of as few
+            // as two handlers (README, Configuration; nginx waits 60 s, but
+            // nginx does not spend a thread per blocked write).
+            send_timeout: Duration::from_secs(10),
+            pipeline_depth: 16,
         }
     }
 }
@@ -75,11 +90,15 @@ impl HttpConfig {
                 1,
                 100_000,
             )? as usize,
+            send_timeout: env.duration("HTTP_SEND_TIMEOUT", d.send_timeout, hour)?,
+            pipeline_depth: env.int("HTTP_PIPELINE_DEPTH", d.pipeline_depth as u64, 1, 1024)?
+                as usize,
             ..d
         };
         for (name, v) in [
             ("HTTP_HEADER_TIMEOUT", cfg.header_timeout),
             ("HTTP_IDLE_TIMEOUT", cfg.idle_timeout),
+            ("HTTP_SEND_TIMEOUT", cfg.send_timeout),
         ] {
             if v < Duration::from_millis(100) {
                 return Err(ConfigError::new(
@@ -181,7 +200,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "Status",
     }
 }

@@ -21,21 +21,35 @@
 //! orchestrator restarts it: never a live process that accepts nothing.
 
 use std::borrow::Cow;
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, Registry};
 use tiny_http::{Header, Method, Response};
 
+use super::framing::{self, Body, HeadLimits, Verdict};
 use super::guard::{Guard, Limits};
-use super::{HttpConfig, Reply, RequestMetrics, Router};
+use super::lanes::{Admit, Lanes};
+use super::{reason_phrase, HttpConfig, Reply, RequestMetrics, Router};
 use crate::shutdown::Shutdown;
 
 /// Receive buffer per connection (the kernel doubles it: 64 KiB in effect).
 const RECV_BUFFER: usize = 32 * 1024;
+
+/// tiny_http's reader for a `Content-Length` body, when dropped unfinished,
+/// allocates the whole unread rest at once (`vec![0; remaining]`, tiny_http
+/// 0.12 `EqualReader::drop`). For `Content-Length: 1000000000000000` that
+/// allocation fails and the process aborts: one request killed the API. A
+/// request announcing more than this is therefore never dropped: it is
+/// answered on the socket directly and parked (see [`dispose`]).
+const SAFE_DROP_BODY: usize = 1 << 30;
+/// Parked requests (each holds a tiny_http thread and two descriptors for
+/// good) before the process restarts itself on purpose.
+const MAX_PARKED: usize = 64;
 
 /// What the handler threads share.
 struct App {
@@ -44,7 +58,22 @@ struct App {
     panics: IntCounter,
     guard: Guard,
     max_body: u64,
+    head_limits: HeadLimits,
     shutdown: Shutdown,
+    /// Held while popping a request and admitting it to its lane, so that
+    /// admission order is each connection's order (see `lanes`).
+    turn: Mutex<()>,
+    lanes: Mutex<Lanes<SocketAddr, tiny_http::Request>>,
+    /// When closed idle lanes were last checked against open connections.
+    last_prune: Mutex<Instant>,
+    /// Requests that must never be dropped (see [`SAFE_DROP_BODY`]).
+    parked: Mutex<Vec<tiny_http::Request>>,
+}
+
+impl App {
+    fn lanes(&self) -> MutexGuard<'_, Lanes<SocketAddr, tiny_http::Request>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct Server {
@@ -80,12 +109,17 @@ impl Server {
         // off an oversized header tiny_http still reads (and buffers) at
         // most this much more. Autotuning would let that grow to megabytes.
         super::sys::set_recv_buffer(listener_fd, RECV_BUFFER);
+        // Inherited too: a response write the peer accepts no byte of for
+        // the send timeout fails instead of holding its handler (sys.rs:
+        // why SO_SNDTIMEO is safe on a listener and SO_RCVTIMEO is not).
+        super::sys::set_send_timeout(listener_fd, cfg.send_timeout);
         let guard = Guard::start(
             Limits {
                 header_timeout: cfg.header_timeout,
                 idle_timeout: cfg.idle_timeout,
                 max_connections: cfg.max_connections,
                 max_header_bytes: cfg.max_header_bytes,
+                send_timeout: cfg.send_timeout,
             },
             addr.port(),
             listener_fd,
@@ -112,7 +146,15 @@ impl Server {
             panics,
             guard,
             max_body: cfg.max_body_bytes,
+            head_limits: HeadLimits {
+                max_bytes: cfg.max_header_bytes,
+                max_fields: framing::MAX_HEADER_FIELDS,
+            },
             shutdown,
+            turn: Mutex::new(()),
+            lanes: Mutex::new(Lanes::new(cfg.pipeline_depth)),
+            last_prune: Mutex::new(Instant::now()),
+            parked: Mutex::new(Vec::new()),
         });
         let http = Arc::new(http);
         for i in 0..cfg.threads {
@@ -175,21 +217,95 @@ impl Drop for Server {
 
 fn handler_loop(app: &App, http: &tiny_http::Server) {
     loop {
-        match http.recv() {
-            Ok(rq) => handle(app, rq),
-            Err(e) => {
-                if app.guard.listener_closed() {
+        let (peer, admitted) = {
+            let _turn = app.turn.lock().unwrap_or_else(|e| e.into_inner());
+            let rq = match http.recv() {
+                Ok(rq) => rq,
+                Err(e) => {
+                    if app.guard.listener_closed() || e.to_string() == "thread unblocked" {
+                        return;
+                    }
+                    log::error!(error = e.to_string().as_str(); "HTTP accept loop died; exiting so the orchestrator restarts us");
+                    app.shutdown.fatal(format!("accept loop died: {e}"));
                     return;
                 }
-                if e.to_string() == "thread unblocked" {
-                    return;
-                }
-                log::error!(error = e.to_string().as_str(); "HTTP accept loop died; exiting so the orchestrator restarts us");
-                app.shutdown.fatal(format!("accept loop died: {e}"));
-                return;
+            };
+            // TCP requests always have a peer address.
+            let peer = rq
+                .remote_addr()
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            (peer, app.lanes().admit(peer, rq))
+        };
+        let mut next = match admitted {
+            Admit::Run { ord, item, discard } => Some((ord, item, discard)),
+            Admit::Queued => None,
+            Admit::Overflowed => {
+                // Stop reading it: tiny_http parses only what it buffered.
+                app.guard.shut_read(Some(peer));
+                None
             }
+        };
+        // Serve the lane until it is empty: this connection's requests, in
+        // order, on this thread only.
+        while let Some((ord, rq, discard)) = next {
+            let closed = if discard {
+                // Never run, never logged. The connection was shut before
+                // (a lane discards only after its close), so the 500 that
+                // tiny_http writes when a request is dropped goes nowhere.
+                dispose(app, rq);
+                false
+            } else {
+                handle(app, rq)
+            };
+            let finish = app.lanes().finish(peer, ord, closed);
+            if finish.close.is_some() {
+                app.guard.close_peer(Some(peer), "pipeline_depth", false);
+            }
+            next = finish.next;
         }
+        prune_lanes(app);
     }
+}
+
+/// Drops a request that is not answered through tiny_http, unless dropping
+/// it would abort the process ([`SAFE_DROP_BODY`]): then it is parked.
+fn dispose(app: &App, rq: tiny_http::Request) {
+    if !must_park(&rq) {
+        drop(rq);
+        return;
+    }
+    let peer = rq.remote_addr().copied();
+    app.guard.close_peer(peer, "request_body", false);
+    let mut parked = app.parked.lock().unwrap_or_else(|e| e.into_inner());
+    parked.push(rq);
+    log::warn!(parked = parked.len(); "parked a request announcing an absurd Content-Length (tiny_http would abort on dropping it)");
+    if parked.len() >= MAX_PARKED {
+        app.shutdown.fatal(format!(
+            "{MAX_PARKED} requests with absurd Content-Length parked; restarting to free their threads"
+        ));
+    }
+}
+
+fn must_park(rq: &tiny_http::Request) -> bool {
+    rq.body_length().is_some_and(|n| n > SAFE_DROP_BODY)
+}
+
+/// Forgets closed lanes whose connection is gone (at most once a second,
+/// and only when there are any: a /proc scan).
+fn prune_lanes(app: &App) {
+    if !app.lanes().has_closed_idle() {
+        return;
+    }
+    {
+        let mut last = app.last_prune.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        *last = Instant::now();
+    }
+    let open = app.guard.is_open_fn();
+    app.lanes().retain_open(open);
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -207,67 +323,78 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-fn is_chunked(rq: &tiny_http::Request) -> bool {
-    rq.headers().iter().any(|h| {
-        h.field.equiv("Transfer-Encoding")
-            && h.value.as_str().to_ascii_lowercase().contains("chunked")
-    })
+/// Reads (never stores) a chunked body up to `max` bytes: Ok(false) if it
+/// ended within the limit, Ok(true) if it is larger, Err if it is invalid.
+fn chunked_over(rq: &mut tiny_http::Request, max: u64) -> std::io::Result<bool> {
+    let mut buf = [0u8; 8192];
+    let mut total = 0u64;
+    let reader = rq.as_reader();
+    loop {
+        match reader.read(&mut buf)? {
+            0 => return Ok(false),
+            n => {
+                total += n as u64;
+                if total > max {
+                    return Ok(true);
+                }
+            }
+        }
+    }
 }
 
-fn handle(app: &App, mut rq: tiny_http::Request) {
+/// Handles one request; returns whether the connection was closed.
+fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
     let start = Instant::now();
     let peer = rq.remote_addr().copied();
     app.guard.request_started(peer);
     let method = method_label(rq.method());
-    let route = app.router.find(rq.url().split('?').next().unwrap_or(""));
+    let head_only = *rq.method() == Method::Head;
+    let version = rq.http_version();
+    let verdict = framing::judge(
+        (version.0, version.1),
+        rq.url(),
+        rq.headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str(), h.value.as_str())),
+        app.head_limits,
+    );
+    let route = app.router.find(framing::route_path(rq.url()));
     let route_label = route.map_or("unmatched", |r| r.path);
     let quiet = route.is_some_and(|r| r.quiet);
 
-    // Bodies: none of our routes takes one. Too large → 413 without reading
-    // it (the guard shuts the read side so tiny_http's drain ends at once).
-    let too_large = match rq.body_length() {
-        Some(n) => n as u64 > app.max_body,
-        None if is_chunked(&rq) => {
-            // Count (never store) up to the limit; the guard bounds the time.
-            let mut buf = [0u8; 8192];
-            let mut total = 0u64;
-            let reader = rq.as_reader();
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break false,
-                    Ok(n) => {
-                        total += n as u64;
-                        if total > app.max_body {
-                            break true;
-                        }
-                    }
-                }
-            }
-        }
-        None => false,
-    };
-    let reply = if too_large {
-        app.guard.shut_read(peer);
+    // None: keep the connection; Some(reason): answer, then close it.
+    let too_large = || {
         Reply::error(
             413,
             &format!("request body larger than {} bytes", app.max_body),
         )
-    } else {
-        match route {
-            None => Reply::error(404, "no such route"),
-            Some(_) if !matches!(rq.method(), Method::Get | Method::Head) => {
-                Reply::error(405, "only GET and HEAD are allowed here")
-                    .with_header("Allow", "GET, HEAD")
-            }
-            Some(r) => match catch_unwind(AssertUnwindSafe(|| r.call())) {
-                Ok(reply) => reply,
-                Err(_) => {
-                    app.panics.inc();
-                    log::error!(method = method, route = route_label; "handler panicked; answered 500");
-                    Reply::error(500, "internal error")
-                }
-            },
-        }
+    };
+    let (reply, close) = match verdict {
+        Verdict::Refuse(r) => (
+            Reply::error(r.status(), r.message()),
+            Some(r.close_reason()),
+        ),
+        Verdict::Route(Body::None) => (route_reply(app, &rq, route, method, route_label), None),
+        // Bodies: none of our routes takes one, so we never need to know
+        // where it ends. Too large → 413 without reading it; otherwise the
+        // normal answer. Either way the connection is closed after it.
+        Verdict::Route(Body::Length(n)) if n > app.max_body => (too_large(), Some("request_body")),
+        Verdict::Route(Body::Length(_)) => (
+            route_reply(app, &rq, route, method, route_label),
+            Some("request_body"),
+        ),
+        // Counted (never stored) up to the limit; the guard bounds the time.
+        Verdict::Route(Body::Chunked) => match chunked_over(&mut rq, app.max_body) {
+            Ok(true) => (too_large(), Some("request_body")),
+            Ok(false) => (
+                route_reply(app, &rq, route, method, route_label),
+                Some("request_body"),
+            ),
+            Err(_) => (
+                Reply::error(400, "invalid chunked body"),
+                Some("bad_request"),
+            ),
+        },
     };
     let status = reply.status;
     let level = if status >= 500 {
@@ -278,22 +405,69 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
         log::Level::Info
     };
     // Only a request that will be logged pays for a copy of its path.
-    let shown: Option<String> = log::log_enabled!(level).then(|| {
-        rq.url()
-            .split('?')
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(256)
-            .collect()
-    });
-    let mut response = Response::from_data(reply.body).with_status_code(status);
-    response.add_header(header("Content-Type", reply.content_type));
-    for (name, value) in &reply.headers {
-        response.add_header(header(name, value));
-    }
-    if let Err(e) = rq.respond(response) {
-        log::debug!(error = e.to_string().as_str(); "writing response failed");
+    let shown: Option<String> =
+        log::log_enabled!(level).then(|| framing::route_path(rq.url()).chars().take(256).collect());
+    let mut closed = false;
+    match close {
+        None => {
+            let mut response = Response::from_data(reply.body).with_status_code(status);
+            response.add_header(header("Content-Type", reply.content_type));
+            for (name, value) in &reply.headers {
+                response.add_header(header(name, value));
+            }
+            if let Err(e) = rq.respond(response) {
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                    // SO_SNDTIMEO: the peer accepted nothing for the send
+                    // timeout. Reset it; its later requests are discarded.
+                    app.guard.close_peer(peer, "send_timeout", true);
+                    closed = true;
+                } else {
+                    log::debug!(error = e.to_string().as_str(); "writing response failed");
+                }
+            }
+        }
+        Some(reason) => {
+            // The last answer on this connection. Order matters: stop
+            // reading first (tiny_http's drain of a body ends at once and it
+            // parses nothing more than it buffered), write the answer with
+            // `Connection: close` ourselves (tiny_http drops a handler's
+            // Connection header), shut the connection, and only then let go
+            // of the writer: the answer tiny_http writes for a later request
+            // it already parsed waits for this writer, and finds the socket
+            // shut. Those requests are discarded by the lane, never run.
+            app.guard.shut_read(peer);
+            let extra: Vec<(&str, &str)> = reply
+                .headers
+                .iter()
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect();
+            let bytes = framing::render_final(
+                status,
+                reason_phrase(status),
+                reply.content_type,
+                &extra,
+                &reply.body,
+                head_only,
+            );
+            if must_park(&rq) {
+                // Nothing was written on this connection since its previous
+                // answer (lanes run one request at a time), so the answer
+                // can go straight to the socket.
+                app.guard.answer_and_close(peer, reason, &bytes);
+                dispose(app, rq);
+            } else {
+                let mut writer = rq.into_writer();
+                let written = writer.write_all(&bytes).and_then(|()| writer.flush());
+                let timed_out = matches!(&written, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+                if timed_out {
+                    app.guard.close_peer(peer, "send_timeout", true);
+                } else {
+                    app.guard.close_peer(peer, reason, false);
+                }
+                drop(writer);
+            }
+            closed = true;
+        }
     }
     app.guard.request_finished(peer);
 
@@ -309,6 +483,32 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
     if let Some(shown) = shown {
         log::log!(level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = elapsed.as_secs_f64() * 1000.0; "request");
     }
+    closed
+}
+
+/// The answer of the route (404, 405 or the handler's reply).
+fn route_reply(
+    app: &App,
+    rq: &tiny_http::Request,
+    route: Option<&super::Route>,
+    method: &'static str,
+    route_label: &'static str,
+) -> Reply {
+    match route {
+        None => Reply::error(404, "no such route"),
+        Some(_) if !matches!(rq.method(), Method::Get | Method::Head) => {
+            Reply::error(405, "only GET and HEAD are allowed here")
+                .with_header("Allow", "GET, HEAD")
+        }
+        Some(r) => match catch_unwind(AssertUnwindSafe(|| r.call())) {
+            Ok(reply) => reply,
+            Err(_) => {
+                app.panics.inc();
+                log::error!(method = method, route = route_label; "handler panicked; answered 500");
+                Reply::error(500, "internal error")
+            }
+        },
+    }
 }
 
 /// The `status_code` label; the codes we answer with need no allocation.
@@ -319,6 +519,7 @@ fn status_label(status: u16) -> Cow<'static, str> {
         404 => "404".into(),
         405 => "405".into(),
         413 => "413".into(),
+        431 => "431".into(),
         500 => "500".into(),
         503 => "503".into(),
         other => other.to_string().into(),

@@ -169,6 +169,11 @@ pub struct TcpSnapshot {
     pub bytes_received: u64,
     /// Bytes received but not yet read by the application.
     pub unread: u64,
+    /// Payload bytes the peer has acknowledged since the connection opened.
+    pub bytes_acked: u64,
+    /// Bytes in the send queue the peer has not acknowledged yet
+    /// (`SIOCOUTQ`): sent and in flight, or unsent behind a zero window.
+    pub unacked: u64,
 }
 
 impl TcpSnapshot {
@@ -214,10 +219,17 @@ pub fn tcp_snapshot(fd: RawFd) -> Option<TcpSnapshot> {
     if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) } != 0 {
         unread = 0;
     }
+    let mut outq: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outq) } != 0 {
+        outq = 0;
+    }
     Some(TcpSnapshot {
         state: info.state,
         bytes_received: info.bytes_received,
         unread: unread.max(0) as u64,
+        bytes_acked: info.bytes_acked,
+        unacked: outq.max(0) as u64,
     })
 }
 
@@ -248,6 +260,32 @@ pub fn set_recv_buffer(fd: RawFd, bytes: usize) {
         libc::SO_RCVBUF,
         bytes.min(i32::MAX as usize) as libc::c_int,
     );
+}
+
+/// Sets `SO_SNDTIMEO`: a blocking send that cannot queue a byte for this
+/// long fails with `EAGAIN` (a partial send returns what it queued).
+///
+/// Set on the listener: Linux copies it to every accepted socket, and unlike
+/// `SO_RCVTIMEO` it does not affect `accept()` (which waits on the receive
+/// timeout: `SO_RCVTIMEO` on a listener makes an idle `accept()` fail with
+/// `EAGAIN`, and tiny_http's accept loop ends for good on its first error,
+/// so never set that one there). Both facts are checked in
+/// `shared/tests/sys.rs`.
+pub fn set_send_timeout(fd: RawFd, timeout: std::time::Duration) {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as _,
+        tv_usec: timeout.subsec_micros() as _,
+    };
+    // SAFETY: valid timeval pointer and length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
 }
 
 /// `shutdown(2)` of one direction or both; errors (already closed) are ignored.

@@ -1,0 +1,548 @@
+//! Message framing, judged by a pure function over what tiny_http parsed.
+//!
+//! tiny_http 0.12 frames requests laxly: it takes the first `Content-Length`
+//! (and parses it with `usize::from_str`, which accepts `+35`), treats any
+//! `Transfer-Encoding` as chunked, ignores a second `Host`, accepts empty
+//! field names and control characters in values. A lenient reading of the
+//! length makes the rest of a body the next request (request smuggling). It
+//! does hand every header of every request to a handler, so the rules of
+//! RFC 9112/9110 are enforced here, before any route runs:
+//!
+//! * invalid or ambiguous framing → 400 (501 for a transfer coding we do not
+//!   implement), and the connection is closed after the answer;
+//! * a request that carries a body gets its normal answer, and the
+//!   connection is closed after it: no route takes a body, so we never need
+//!   to know where it ends, and no byte of it can ever be read as a request;
+//! * a request head over the size or field-count limit → 431 and close (the
+//!   guard only sees bytes as they arrive; a head sent in one write is parsed
+//!   before it looks);
+//! * HTTP/1.1 without exactly one `Host` → 400; a version other than 1.0 or
+//!   1.1 → 505.
+//!
+//! [`judge`] only reads its arguments, so it is tested with made-up requests.
+
+/// Limits on a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Request line plus header fields, in bytes as sent (CRLFs included).
+    pub max_bytes: u64,
+    /// Header fields.
+    pub max_fields: usize,
+}
+
+/// Apache's `LimitRequestFields` default; our clients send fewer than 20.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// What a request carries after its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    None,
+    /// `Content-Length: n` with n > 0.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Why a request is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    HeadTooLarge,
+    TooManyFields,
+    Version,
+    MissingHost,
+    DuplicateHost,
+    BadFieldName,
+    BadFieldValue,
+    BadTarget,
+    BadContentLength,
+    DuplicateContentLength,
+    LengthAndChunked,
+    BadTransferEncoding,
+    UnknownTransferCoding,
+    TransferEncodingInHttp10,
+}
+
+impl Refusal {
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::HeadTooLarge | Refusal::TooManyFields => 431,
+            Refusal::Version => 505,
+            Refusal::UnknownTransferCoding => 501,
+            _ => 400,
+        }
+    }
+
+    /// The `message` of the JSON error body.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::HeadTooLarge => "request line and headers too large",
+            Refusal::TooManyFields => "too many header fields",
+            Refusal::Version => "protocol version not supported (1.0 and 1.1 are)",
+            Refusal::MissingHost => "no Host header",
+            Refusal::DuplicateHost => "more than one Host header",
+            Refusal::BadFieldName => "invalid header field name",
+            Refusal::BadFieldValue => "control character in a header field value",
+            Refusal::BadTarget => "invalid request target",
+            Refusal::BadContentLength => "invalid Content-Length",
+            Refusal::DuplicateContentLength => "more than one Content-Length",
+            Refusal::LengthAndChunked => "both Content-Length and Transfer-Encoding",
+            Refusal::BadTransferEncoding => "chunked must be the final transfer coding, once",
+            Refusal::UnknownTransferCoding => "unsupported transfer coding",
+            Refusal::TransferEncodingInHttp10 => "Transfer-Encoding in a version 1.0 request",
+        }
+    }
+
+    /// The `http_connections_closed_total` reason of the close that follows.
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            Refusal::HeadTooLarge | Refusal::TooManyFields => "header_too_large",
+            _ => "bad_request",
+        }
+    }
+}
+
+/// The verdict on one request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Route it; with a body the connection is closed after the answer.
+    Route(Body),
+    /// Answer `status()` and close.
+    Refuse(Refusal),
+}
+
+/// Judges a request head: `version` as (major, minor), the request target
+/// and every header field in order.
+pub fn judge<'a>(
+    version: (u8, u8),
+    target: &str,
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    limits: HeadLimits,
+) -> Verdict {
+    // "GET " + target + " HTTP/1.1\r\n" ... + "\r\n"; the method is short.
+    let mut size = target.len() as u64 + 24;
+    let mut count = 0usize;
+    let mut hosts = 0u32;
+    let mut lengths = 0u32;
+    let mut length: Option<u64> = None;
+    let mut bad_length = false;
+    let mut codings = Codings::default();
+    let mut first_problem: Option<Refusal> = None;
+    for (name, value) in fields {
+        count += 1;
+        size += name.len() as u64 + value.len() as u64 + 4;
+        if first_problem.is_some() {
+            // Keep counting: size and count refusals come first.
+            continue;
+        }
+        if !is_token(name) {
+            first_problem = Some(Refusal::BadFieldName);
+            continue;
+        }
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            first_problem = Some(Refusal::BadFieldValue);
+            continue;
+        }
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            match parse_length(value) {
+                Some(n) => length = Some(n),
+                None => bad_length = true,
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            codings.add(value);
+        }
+    }
+    if size > limits.max_bytes {
+        return Verdict::Refuse(Refusal::HeadTooLarge);
+    }
+    if count > limits.max_fields {
+        return Verdict::Refuse(Refusal::TooManyFields);
+    }
+    if version != (1, 1) && version != (1, 0) {
+        return Verdict::Refuse(Refusal::Version);
+    }
+    if let Some(p) = first_problem {
+        return Verdict::Refuse(p);
+    }
+    if target.is_empty() || target.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+        return Verdict::Refuse(Refusal::BadTarget);
+    }
+    if version == (1, 1) && hosts == 0 {
+        return Verdict::Refuse(Refusal::MissingHost);
+    }
+    if hosts > 1 {
+        return Verdict::Refuse(Refusal::DuplicateHost);
+    }
+    if codings.present {
+        if lengths > 0 {
+            return Verdict::Refuse(Refusal::LengthAndChunked);
+        }
+        if version == (1, 0) {
+            return Verdict::Refuse(Refusal::TransferEncodingInHttp10);
+        }
+        return match codings.verdict() {
+            Ok(()) => Verdict::Route(Body::Chunked),
+            Err(r) => Verdict::Refuse(r),
+        };
+    }
+    if lengths > 1 {
+        return Verdict::Refuse(Refusal::DuplicateContentLength);
+    }
+    if bad_length {
+        return Verdict::Refuse(Refusal::BadContentLength);
+    }
+    match length {
+        Some(n) if n > 0 => Verdict::Route(Body::Length(n)),
+        _ => Verdict::Route(Body::None),
+    }
+}
+
+/// `Content-Length = 1*DIGIT`, at most 18 digits (fits a u64 with room).
+fn parse_length(v: &str) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// RFC 9110 `token`: the characters a field name may have.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The transfer codings of every `Transfer-Encoding` field, in order.
+#[derive(Default)]
+struct Codings {
+    present: bool,
+    chunked: u32,
+    chunked_last: bool,
+    unknown: bool,
+    any: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &str) {
+        self.present = true;
+        // Empty list elements are allowed and ignored (RFC 9110 §5.6.1).
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            self.any = true;
+            if coding.eq_ignore_ascii_case("chunked") {
+                self.chunked += 1;
+                self.chunked_last = true;
+            } else {
+                self.unknown = true;
+                self.chunked_last = false;
+            }
+        }
+    }
+
+    fn verdict(&self) -> Result<(), Refusal> {
+        // RFC 9112 §6.3: chunked not final → 400 and close (MUST); applied
+        // twice is invalid (§7); otherwise a coding we do not implement →
+        // 501 (§6.1).
+        if !self.any || !self.chunked_last || self.chunked > 1 {
+            return Err(Refusal::BadTransferEncoding);
+        }
+        if self.unknown {
+            return Err(Refusal::UnknownTransferCoding);
+        }
+        Ok(())
+    }
+}
+
+/// The path of a request target: origin-form as is, absolute-form
+/// (`http://host/health?x`) without its scheme and authority (RFC 9112
+/// §3.2.2), the query cut off in both.
+pub fn route_path(target: &str) -> &str {
+    let path = match scheme_rest(target) {
+        Some(rest) => match rest.find('/') {
+            Some(i) => &rest[i..],
+            None => "/",
+        },
+        None => target,
+    };
+    path.split('?').next().unwrap_or("")
+}
+
+fn scheme_rest(target: &str) -> Option<&str> {
+    for scheme in ["http://", "https://"] {
+        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&target[scheme.len()..]);
+        }
+    }
+    None
+}
+
+/// A complete response with `Connection: close`, written by us rather than
+/// tiny_http (which drops a handler's `Connection` header), for the answers
+/// after which the connection is closed.
+pub fn render_final(
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    head_only: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + body.len());
+    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
+    out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    out.extend_from_slice(b"Connection: close\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_bytes: 64 * 1024,
+        max_fields: MAX_HEADER_FIELDS,
+    };
+
+    fn j(version: (u8, u8), fields: &[(&str, &str)]) -> Verdict {
+        judge(version, "/", fields.iter().copied(), LIMITS)
+    }
+
+    fn host(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v = vec![("Host", "x")];
+        v.extend_from_slice(extra);
+        v
+    }
+
+    #[test]
+    fn plain_requests_are_routed_without_a_body() {
+        assert_eq!(j((1, 1), &host(&[])), Verdict::Route(Body::None));
+        assert_eq!(j((1, 0), &[]), Verdict::Route(Body::None));
+        assert_eq!(
+            j((1, 1), &host(&[("Content-Length", "0")])),
+            Verdict::Route(Body::None)
+        );
+        assert_eq!(
+            j((1, 1), &host(&[("content-length", "0035")])),
+            Verdict::Route(Body::Length(35))
+        );
+        assert_eq!(
+            j((1, 1), &host(&[("Transfer-Encoding", "Chunked")])),
+            Verdict::Route(Body::Chunked)
+        );
+        assert_eq!(
+            j((1, 1), &host(&[("Transfer-Encoding", ", chunked")])),
+            Verdict::Route(Body::Chunked)
+        );
+        assert_eq!(
+            j((1, 1), &host(&[("X-Tab", "a\tb"), ("X-Empty", "")])),
+            Verdict::Route(Body::None)
+        );
+    }
+
+    #[test]
+    fn both_framing_headers_are_refused() {
+        let v = j(
+            (1, 1),
+            &host(&[("Content-Length", "40"), ("Transfer-Encoding", "chunked")]),
+        );
+        assert_eq!(v, Verdict::Refuse(Refusal::LengthAndChunked));
+        assert_eq!(Refusal::LengthAndChunked.status(), 400);
+    }
+
+    #[test]
+    fn every_invalid_or_conflicting_length_is_refused() {
+        for bad in [
+            "35, 35",
+            "-35",
+            "3 5",
+            "0x23",
+            "+35",
+            "",
+            "12345678901234567890",
+            "abc",
+            "35 ",
+        ] {
+            assert_eq!(
+                j((1, 1), &host(&[("Content-Length", bad)])),
+                Verdict::Refuse(Refusal::BadContentLength),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            j(
+                (1, 1),
+                &host(&[("Content-Length", "0"), ("Content-Length", "35")])
+            ),
+            Verdict::Refuse(Refusal::DuplicateContentLength)
+        );
+        assert_eq!(
+            j(
+                (1, 1),
+                &host(&[("Content-Length", "5"), ("Content-Length", "5")])
+            ),
+            Verdict::Refuse(Refusal::DuplicateContentLength)
+        );
+    }
+
+    #[test]
+    fn transfer_codings_other_than_a_single_final_chunked_are_refused() {
+        let te = |v: &'static str| j((1, 1), &host(&[("Transfer-Encoding", v)]));
+        for bad in [
+            "gzip",
+            "xchunked",
+            "chunked, identity",
+            "chunked, chunked",
+            "",
+            " , ",
+        ] {
+            let v = te(bad);
+            assert_eq!(v, Verdict::Refuse(Refusal::BadTransferEncoding), "{bad:?}");
+            assert_eq!(Refusal::BadTransferEncoding.status(), 400);
+        }
+        assert_eq!(
+            te("gzip, chunked"),
+            Verdict::Refuse(Refusal::UnknownTransferCoding)
+        );
+        assert_eq!(Refusal::UnknownTransferCoding.status(), 501);
+        // Split over two fields, the list is the same.
+        assert_eq!(
+            j(
+                (1, 1),
+                &host(&[
+                    ("Transfer-Encoding", "chunked"),
+                    ("Transfer-Encoding", "gzip")
+                ])
+            ),
+            Verdict::Refuse(Refusal::BadTransferEncoding)
+        );
+        assert_eq!(
+            j((1, 0), &[("Transfer-Encoding", "chunked")]),
+            Verdict::Refuse(Refusal::TransferEncodingInHttp10)
+        );
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(j((1, 1), &[]), Verdict::Refuse(Refusal::MissingHost));
+        assert_eq!(
+            j((1, 1), &[("Host", "a"), ("host", "b")]),
+            Verdict::Refuse(Refusal::DuplicateHost)
+        );
+        assert_eq!(
+            j((1, 0), &[("Host", "a"), ("Host", "a")]),
+            Verdict::Refuse(Refusal::DuplicateHost)
+        );
+    }
+
+    #[test]
+    fn field_names_and_values_are_checked() {
+        for (name, value, want) in [
+            ("", "x", Refusal::BadFieldName),
+            ("X Y", "x", Refusal::BadFieldName),
+            ("X\0", "x", Refusal::BadFieldName),
+            ("X(", "x", Refusal::BadFieldName),
+            ("X", "a\0b", Refusal::BadFieldValue),
+            ("X", "a\x01", Refusal::BadFieldValue),
+            ("X", "a\nb", Refusal::BadFieldValue),
+            ("X", "a\rb", Refusal::BadFieldValue),
+            ("X", "\x7f", Refusal::BadFieldValue),
+        ] {
+            assert_eq!(
+                j((1, 1), &host(&[(name, value)])),
+                Verdict::Refuse(want),
+                "{name:?}: {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_other_than_1_0_and_1_1_get_505() {
+        for v in [(0, 9), (1, 2), (2, 0), (3, 0)] {
+            let got = j(v, &host(&[]));
+            assert_eq!(got, Verdict::Refuse(Refusal::Version), "{v:?}");
+        }
+        assert_eq!(Refusal::Version.status(), 505);
+    }
+
+    #[test]
+    fn heads_over_the_limits_get_431() {
+        let big = "a".repeat(70 * 1024);
+        let v = judge(
+            (1, 1),
+            "/",
+            [("Host", "x"), ("X-Big", big.as_str())],
+            LIMITS,
+        );
+        assert_eq!(v, Verdict::Refuse(Refusal::HeadTooLarge));
+        let url = format!("/{}", "a".repeat(65 * 1024));
+        let v = judge((1, 1), &url, [("Host", "x")], LIMITS);
+        assert_eq!(v, Verdict::Refuse(Refusal::HeadTooLarge));
+        let many: Vec<(&str, &str)> = std::iter::once(("Host", "x"))
+            .chain(std::iter::repeat(("X", "y")).take(10_000))
+            .collect();
+        assert_eq!(
+            judge((1, 1), "/", many.iter().copied(), LIMITS),
+            Verdict::Refuse(Refusal::TooManyFields)
+        );
+        // At the limit is fine.
+        let ok: Vec<(&str, &str)> = std::iter::once(("Host", "x"))
+            .chain(std::iter::repeat(("X", "y")).take(MAX_HEADER_FIELDS - 1))
+            .collect();
+        assert_eq!(
+            judge((1, 1), "/", ok.iter().copied(), LIMITS),
+            Verdict::Route(Body::None)
+        );
+        // Size wins over a syntax problem found earlier.
+        let v = judge((1, 1), "/", [("", "x"), ("X-Big", big.as_str())], LIMITS);
+        assert_eq!(v, Verdict::Refuse(Refusal::HeadTooLarge));
+        assert_eq!(Refusal::HeadTooLarge.status(), 431);
+        assert_eq!(Refusal::HeadTooLarge.close_reason(), "header_too_large");
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(route_path("/health?x=1"), "/health");
+        assert_eq!(route_path("http://host/health"), "/health");
+        assert_eq!(route_path("HTTP://host:8000/ready?x"), "/ready");
+        assert_eq!(route_path("https://h"), "/");
+        assert_eq!(route_path("*"), "*");
+        assert_eq!(
+            judge((1, 1), "/a\0", [("Host", "x")], LIMITS),
+            Verdict::Refuse(Refusal::BadTarget)
+        );
+        assert_eq!(
+            judge((1, 1), "", [("Host", "x")], LIMITS),
+            Verdict::Refuse(Refusal::BadTarget)
+        );
+    }
+
+    #[test]
+    fn final_responses_say_close() {
+        let r = render_final(
+            400,
+            "Bad Request",
+            "application/json",
+            &[("Allow", "GET")],
+            b"{}",
+            false,
+        );
+        let text = String::from_utf8(r).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\nAllow: GET\r\n\r\n{}"
+        );
+        let head = render_final(200, "OK", "text/plain", &[], b"abc", true);
+        assert!(String::from_utf8(head)
+            .unwrap()
+            .ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"));
+    }
+}
