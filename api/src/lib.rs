@@ -51,6 +51,8 @@ pub fn run() -> i32 {
         max_connections = http.max_connections,
         header_timeout_ms = http.header_timeout.as_millis() as u64,
         idle_timeout_ms = http.idle_timeout.as_millis() as u64,
+        send_timeout_ms = http.send_timeout.as_millis() as u64,
+        pipeline_depth = http.pipeline_depth,
         open_files_limit = nofile;
         "api listening"
     );

@@ -35,3 +35,27 @@ fn client_sockets_and_tcp_snapshot() {
     assert_eq!(snap.unread, 5);
     assert_eq!(snap.consumed(), 0);
 }
+
+/// `SO_SNDTIMEO` on a listener is inherited by the sockets it accepts, and
+/// an idle `accept()` still blocks (a receive timeout there would make it
+/// fail with EAGAIN and end tiny_http's accept loop): what `Server::start`
+/// relies on.
+#[test]
+fn a_send_timeout_on_the_listener_is_inherited_and_leaves_accept_blocking() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    sys::set_send_timeout(l.as_raw_fd(), std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let connector = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        TcpStream::connect(addr).unwrap()
+    });
+    let (accepted, _) = l.accept().expect("accept failed instead of blocking");
+    assert!(t.elapsed() >= std::time::Duration::from_millis(600));
+    let _client = connector.join().unwrap();
+    assert_eq!(
+        accepted.write_timeout().unwrap(),
+        Some(std::time::Duration::from_millis(300))
+    );
+    assert_eq!(accepted.read_timeout().unwrap(), None);
+}

@@ -487,7 +487,7 @@ mod tests {
         let v = judge((1, 1), &url, [("Host", "x")], LIMITS);
         assert_eq!(v, Verdict::Refuse(Refusal::HeadTooLarge));
         let many: Vec<(&str, &str)> = std::iter::once(("Host", "x"))
-            .chain(std::iter::repeat(("X", "y")).take(10_000))
+            .chain(std::iter::repeat_n(("X", "y"), 10_000))
             .collect();
         assert_eq!(
             judge((1, 1), "/", many.iter().copied(), LIMITS),
@@ -495,7 +495,7 @@ mod tests {
         );
         // At the limit is fine.
         let ok: Vec<(&str, &str)> = std::iter::once(("Host", "x"))
-            .chain(std::iter::repeat(("X", "y")).take(MAX_HEADER_FIELDS - 1))
+            .chain(std::iter::repeat_n(("X", "y"), MAX_HEADER_FIELDS - 1))
             .collect();
         assert_eq!(
             judge((1, 1), "/", ok.iter().copied(), LIMITS),

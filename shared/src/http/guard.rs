@@ -700,20 +700,23 @@ impl Inner {
             }
             // Send timeout: response bytes wait and the peer acknowledges
             // none of them.
-            if snap.unacked > 0 {
-                let (since, acked) = match c.send_stall {
-                    Some((since, acked)) if acked == snap.bytes_acked => (since, acked),
-                    _ => (now, snap.bytes_acked),
-                };
-                c.send_stall = Some((since, acked));
-                if now >= since + limits.send_timeout {
+            match send_check(
+                c.send_stall,
+                snap.unacked,
+                snap.bytes_acked,
+                now,
+                limits.send_timeout,
+            ) {
+                SendCheck::Flowing => c.send_stall = None,
+                SendCheck::Waiting { since, acked } => {
+                    c.send_stall = Some((since, acked));
+                    at(since + limits.send_timeout);
+                }
+                SendCheck::TimedOut => {
                     self.close(c, "send_timeout", None);
                     gone.push(*ino);
                     continue;
                 }
-                at(since + limits.send_timeout);
-            } else {
-                c.send_stall = None;
             }
             if let Some(a) = act.filter(|a| a.in_flight > 0) {
                 let limit = a.request_started + limits.header_timeout;
@@ -806,6 +809,43 @@ impl Inner {
     }
 }
 
+/// The send-timeout rule for one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendCheck {
+    /// Nothing waits for the peer.
+    Flowing,
+    /// Bytes wait, the peer has acknowledged `acked` bytes in all, and has
+    /// acknowledged nothing more since `since`.
+    Waiting { since: Instant, acked: u64 },
+    /// Nothing acknowledged for the send timeout.
+    TimedOut,
+}
+
+/// Pure: `prev` is the last [`SendCheck::Waiting`] state, `unacked` and
+/// `acked` the kernel's counts now. A wait starts when first seen (never
+/// earlier: the guard may not have looked for a while) and restarts on any
+/// acknowledged byte.
+fn send_check(
+    prev: Option<(Instant, u64)>,
+    unacked: u64,
+    acked: u64,
+    now: Instant,
+    timeout: Duration,
+) -> SendCheck {
+    if unacked == 0 {
+        return SendCheck::Flowing;
+    }
+    let since = match prev {
+        Some((since, a)) if a == acked => since,
+        _ => now,
+    };
+    if now.duration_since(since) >= timeout {
+        SendCheck::TimedOut
+    } else {
+        SendCheck::Waiting { since, acked }
+    }
+}
+
 /// Every `reason` of `http_connections_closed_total` (all exported from 0).
 pub const CLOSE_REASONS: [&str; 9] = [
     "header_timeout",
@@ -824,3 +864,75 @@ const RESPONSE_408: &[u8] =
 const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 const RESPONSE_503: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn send_timeout_counts_from_the_last_acknowledged_byte() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        // Nothing waiting: flowing, whatever came before.
+        assert_eq!(
+            send_check(Some((t0, 5)), 0, 5, s(99), T),
+            SendCheck::Flowing
+        );
+        // First seen waiting at 3 s: the wait starts then, not earlier.
+        let w = send_check(None, 100, 5, s(3), T);
+        assert_eq!(
+            w,
+            SendCheck::Waiting {
+                since: s(3),
+                acked: 5
+            }
+        );
+        // Still nothing acknowledged at 12 s: waiting; at 13 s: timed out.
+        assert_eq!(
+            send_check(Some((s(3), 5)), 100, 5, s(12), T),
+            SendCheck::Waiting {
+                since: s(3),
+                acked: 5
+            }
+        );
+        assert_eq!(
+            send_check(Some((s(3), 5)), 100, 5, s(13), T),
+            SendCheck::TimedOut
+        );
+        // One byte acknowledged at 12 s restarts the wait.
+        assert_eq!(
+            send_check(Some((s(3), 5)), 99, 6, s(12), T),
+            SendCheck::Waiting {
+                since: s(12),
+                acked: 6
+            }
+        );
+        assert_eq!(
+            send_check(Some((s(12), 6)), 99, 6, s(21), T),
+            SendCheck::Waiting {
+                since: s(12),
+                acked: 6
+            }
+        );
+        assert_eq!(
+            send_check(Some((s(12), 6)), 99, 6, s(22), T),
+            SendCheck::TimedOut
+        );
+    }
+
+    #[test]
+    fn every_close_reason_is_distinct() {
+        let set: HashSet<&str> = CLOSE_REASONS.iter().copied().collect();
+        assert_eq!(set.len(), CLOSE_REASONS.len());
+        for r in [
+            "bad_request",
+            "request_body",
+            "pipeline_depth",
+            "send_timeout",
+        ] {
+            assert!(set.contains(r), "{r}");
+        }
+    }
+}
