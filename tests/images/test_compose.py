@@ -1,19 +1,30 @@
 """docker-compose.yml: what it declares (read back through `compose config`, so
 interpolation and merge keys are resolved the way the engine will see them), its
-agreement with the monitoring files it mounts, and the api+worker part running for real.
-Prometheus and Grafana are left out of the run: their upstream images cannot be pulled
-on a machine without registry access."""
+agreement with the monitoring files it mounts, the api+worker part running for real, and
+api + worker + Prometheus + Alertmanager running together.
+
+The upstream prom/prometheus and prom/alertmanager images cannot be pulled on a machine
+without registry access, so that run swaps them (through an override file, nothing else
+changed) for stand-ins built from Debian's binaries with the upstream layout
+(tests/images/standins.py, tagged orion-standin/...). It proves the compose wiring: the
+mounts, the service names Prometheus scrapes and alerts to, the read-only root, the user
+and data volumes; not the upstream images themselves, nor Prometheus 3.5 / Alertmanager
+0.31 (the stand-ins are Debian's 2.42 / 0.25). Grafana has no stand-in (not in Debian)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import json
+
 import pytest
 import yaml
 
+import standins
 from imagetest_util import REPO, RUN_ID, TAG, free_port, http_get, inspect, missing, run, wait_for
 
 APP = {"api": 8000, "worker": 9091}
@@ -36,9 +47,13 @@ def compose_bin() -> list[str]:
     return cmd
 
 
-def compose(cmd: list[str], *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 180):
+def compose(cmd: list[str], *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 180,
+            overrides: tuple[Path, ...] = ()):
     full_env = {**os.environ, "TAG": TAG, **(env or {})}
-    return subprocess.run([*cmd, "-f", str(REPO / "docker-compose.yml"), *args], cwd=REPO, env=full_env,
+    files = ["-f", str(REPO / "docker-compose.yml")]
+    for extra in overrides:
+        files += ["-f", str(extra)]
+    return subprocess.run([*cmd, *files, *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, check=check, timeout=timeout)
 
 
@@ -73,15 +88,31 @@ def test_app_services_hardened(config, svc):
 
 
 def test_monitoring_services_pinned_and_locked_down(config):
-    prom, graf = config["services"]["prometheus"], config["services"]["grafana"]
-    for s in (prom, graf):
+    prom, am, graf = (config["services"][n] for n in ("prometheus", "alertmanager", "grafana"))
+    for s in (prom, am, graf):
         name, _, tag = s["image"].partition(":")
         assert tag and tag != "latest" and (tag[0].isdigit() or tag.startswith("v")), s["image"]
+        assert "no-new-privileges:true" in s["security_opt"]
+    for s in (prom, am):
+        assert s["read_only"] is True and s["cap_drop"] == ["ALL"]
     assert not prom.get("depends_on"), "prometheus must not wait for the services it scrapes"
     env = graf["environment"]
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-from-env"
     assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"  # else Grafana 12 downloads apps at start
+
+
+def test_alertmanager_mounts_the_shared_config_and_the_secrets_dir(config):
+    am = config["services"]["alertmanager"]
+    binds = _binds(am)
+    assert Path(binds["/etc/alertmanager/alertmanager.yml"]) == REPO / "monitoring" / "alertmanager.yml"
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in am["command"]
+    # every *_file the config names is inside the mounted secrets directory
+    cfg = (REPO / "monitoring" / "alertmanager.yml").read_text()
+    for path in re.findall(r"_file: (\S+)", cfg):
+        assert str(Path(path).parent) in binds, f"{path} is not inside a mount"
+        assert Path(binds[str(Path(path).parent)]) == REPO / "monitoring" / "alertmanager-secrets"
 
 
 def _binds(service: dict) -> dict[str, str]:
@@ -111,6 +142,11 @@ def test_prometheus_config_matches_compose(config):
     prom = config["services"]["prometheus"]
     binds = _binds(prom)
     cfg = yaml.safe_load(Path(binds["/etc/prometheus/prometheus.yml"]).read_text())
+    (am,) = cfg["alerting"]["alertmanagers"]
+    for target in am["static_configs"][0]["targets"]:
+        host, port = target.split(":")
+        assert host in config["services"], f"Prometheus alerts to {host!r}, not a compose service"
+        assert port == "9093"
     for rule_file in cfg.get("rule_files", []):
         assert rule_file in binds, f"rule file {rule_file} is not mounted into prometheus"
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
@@ -123,13 +159,15 @@ def test_prometheus_config_matches_compose(config):
 def test_grafana_dashboards_mounted_where_provider_reads(config):
     graf = config["services"]["grafana"]
     binds = _binds(graf)
-    prov = Path(binds["/etc/grafana/provisioning"])
-    providers = yaml.safe_load((prov / "dashboards" / "dashboards.yaml").read_text())["providers"]
+    # Only the datasources and dashboards provisioning directories, nothing else of Grafana's.
+    prov = {dst: src for dst, src in binds.items() if dst.startswith("/etc/grafana")}
+    assert set(prov) == {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards"}
+    providers = yaml.safe_load((Path(prov["/etc/grafana/provisioning/dashboards"]) / "dashboards.yaml").read_text())["providers"]
     paths = {p["options"]["path"] for p in providers}
     for path in paths:
         assert path in binds, f"dashboard provider reads {path}, compose mounts {sorted(binds)}"
         assert any(Path(binds[path]).glob("*.json")), f"no dashboard JSON in {binds[path]}"
-    assert (prov / "datasources").is_dir()
+    assert any(Path(prov["/etc/grafana/provisioning/datasources"]).glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +199,86 @@ def test_app_stack_comes_up_healthy_and_serves(app_stack, compose_cmd):
         status, body = http_get(f"http://127.0.0.1:{ports[svc]}/metrics")
         assert status == 200
         assert f'orion_build_info{{' in body and f'service="{svc}"' in body, body[:500]
+
+
+# ---------------------------------------------------------------- api + worker + Prometheus + Alertmanager
+MONITORED = ("api", "worker", "prometheus", "alertmanager")
+
+
+@pytest.fixture(scope="module")
+def monitored_stack(docker, compose_cmd, tmp_path_factory):
+    """The compose stack without Grafana, Prometheus and Alertmanager from the stand-ins."""
+    images = {name: standins.build(name) for name in ("prometheus", "alertmanager")}
+    shipped = yaml.safe_load(compose(compose_cmd, "config").stdout)["services"]
+    override = tmp_path_factory.mktemp("compose") / "standins.yml"
+    services = {name: {"image": ref} for name, ref in images.items()}
+    # Prometheus re-sends a firing alert only every minute (--rules.alert.resend-delay); its first
+    # evaluation may come before the Alertmanager target is applied. The test's own copy of the
+    # command re-sends every second; everything else of the command is the shipped one.
+    services["prometheus"]["command"] = [*shipped["prometheus"]["command"], "--rules.alert.resend-delay=1s"]
+    override.write_text(yaml.safe_dump({"services": services}))
+    ports = {f"{svc.upper()}_PORT": str(free_port()) for svc in MONITORED}
+    env = {**ports, "COMPOSE_PROJECT_NAME": f"{RUN_ID}-mon", "BIND_ADDR": "127.0.0.1"}
+    try:
+        r = compose(compose_cmd, "up", "-d", "--no-build", *MONITORED, env=env, check=False, overrides=(override,))
+        assert r.returncode == 0, r.stderr
+        yield {svc: int(ports[f"{svc.upper()}_PORT"]) for svc in MONITORED}, env, override, images
+    finally:
+        compose(compose_cmd, "down", "-v", "--remove-orphans", "--timeout", "15", env=env, check=False, overrides=(override,))
+        left = run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={env['COMPOSE_PROJECT_NAME']}", check=False)
+        if left.stdout.split():
+            run("docker", "rm", "-f", *left.stdout.split(), check=False)
+
+
+def _json(url: str):
+    """The JSON document at url, or None while the service is not answering yet."""
+    try:
+        status, body = http_get(url)
+    except OSError:  # connection refused/reset while the container starts
+        return None
+    return json.loads(body) if status == 200 else None
+
+
+def test_compose_prometheus_scrapes_and_alerts_to_compose_alertmanager(monitored_stack, compose_cmd):
+    ports, env, override, images = monitored_stack
+    prom = f"http://127.0.0.1:{ports['prometheus']}"
+    am = f"http://127.0.0.1:{ports['alertmanager']}"
+    for svc in ("prometheus", "alertmanager"):
+        cid = compose(compose_cmd, "ps", "-q", svc, env=env, overrides=(override,)).stdout.strip()
+        assert inspect(cid, "{{.Config.Image}}") == images[svc]
+        assert inspect(cid, "{{.HostConfig.ReadonlyRootfs}}") == "true"
+        assert inspect(cid, "{{.Config.User}}") == "65534:65534"
+
+    def targets_up():
+        doc = _json(f"{prom}/api/v1/targets?state=active")
+        targets = doc["data"]["activeTargets"] if doc else []
+        up = {t["labels"]["job"]: t["scrapeUrl"] for t in targets if t["health"] == "up"}
+        return up if set(up) == {"api", "worker"} else None
+
+    up = wait_for(targets_up, timeout=60, interval=0.5, what="Prometheus in compose to scrape api and worker")
+    assert up == {"api": "http://api:8000/metrics", "worker": "http://worker:9091/metrics"}
+
+    def rules_loaded():
+        doc = _json(f"{prom}/api/v1/rules")
+        return doc and [g["name"] for g in doc["data"]["groups"]]
+
+    shipped_groups = [g["name"] for g in yaml.safe_load((REPO / "monitoring" / "alerts.yaml").read_text())["groups"]]
+    assert sorted(wait_for(rules_loaded, timeout=30, what="rules loaded")) == sorted(shipped_groups)
+
+    def sees_alertmanager():
+        doc = _json(f"{prom}/api/v1/alertmanagers")
+        return doc and doc["data"]["activeAlertmanagers"]
+
+    (active,) = wait_for(sees_alertmanager, timeout=30, what="Prometheus to discover compose's Alertmanager")
+    assert active["url"] == "http://alertmanager:9093/api/v2/alerts"
+
+    # Delivered: Alertmanager in compose holds the Watchdog that Prometheus in compose evaluated,
+    # routed to the heartbeat receiver by the mounted monitoring/alertmanager.yml.
+    def watchdog():
+        alerts = _json(f"{am}/api/v2/alerts") or []
+        return [a for a in alerts if a["labels"].get("alertname") == "Watchdog"]
+
+    (alert,) = wait_for(watchdog, timeout=60, interval=0.5, what="Watchdog in compose's Alertmanager")
+    assert [r["name"] for r in alert["receivers"]] == ["heartbeat"]
+    status = _json(f"{am}/api/v2/status")
+    assert "oncall-page" in status["config"]["original"] and "heartbeat" in status["config"]["original"]
