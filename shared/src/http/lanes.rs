@@ -116,13 +116,9 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
             return Admit::Run { ord, item, discard };
         }
         lane.queued.push_back((ord, item));
-        // Unanswered = the running one + the queued ones that will run.
-        let unanswered = 1 + lane
-            .queued
-            .iter()
-            .filter(|(o, _)| !lane.discards(*o))
-            .count() as u64;
-        if lane.last.is_none() && unanswered > depth {
+        // Unanswered = the running one + the queued ones (while the lane is
+        // open, none of them is a discard).
+        if lane.last.is_none() && 1 + lane.queued.len() as u64 > depth {
             // The ones before this request are still answered.
             lane.last = Some((ord - 1, CloseCause::Depth));
             return Admit::Overflowed;
