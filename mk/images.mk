@@ -1,7 +1,9 @@
 # Scratch images, the local docker compose stack, and their tests.
 #
 #   make images            orion-api:$(TAG), orion-worker:$(TAG) for the host architecture
-#   make up [STACK=app]    build + images + compose up; waits for health, prints the URLs
+#   make up [STACK=app]    build + images + compose up; waits for health, then (full stack)
+#                          checks Prometheus, Alertmanager and Grafana (monitoring/verify_stack.py,
+#                          one line per check) and prints the URLs
 #   make down              stop and remove the stack (the Prometheus volume is kept)
 #
 # CI builds both architectures in one manifest list from the same dist/ layout:
@@ -21,7 +23,7 @@ IMAGE_REVISION  = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 DOCKER_BUILDKIT ?= $(shell docker buildx version >/dev/null 2>&1 && echo 1 || echo 0)
 # Compose v2 plugin when present, the v1 `docker-compose` binary otherwise.
 COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
-# full = api, worker, prometheus, grafana; app = api and worker only (no image pulls).
+# full = api, worker, prometheus, alertmanager, grafana; app = api and worker only (no image pulls).
 STACK ?= full
 UP_TIMEOUT ?= 60
 
@@ -36,11 +38,12 @@ images: release-images ## orion-api:$(TAG), orion-worker:$(TAG): this host's pla
 	done
 	@docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' --filter 'reference=orion-*:$(TAG)'
 
-up: images ## run the stack (api, worker, Prometheus, Grafana); STACK=app for api+worker only
+up: images ## run the stack (api, worker, Prometheus, Alertmanager, Grafana); STACK=app for api+worker only
 	@case "$(STACK)" in \
 	  app) services="api worker";; \
 	  full) services=""; \
-	    for f in monitoring/prometheus.yml monitoring/alerts.yaml monitoring/grafana/provisioning monitoring/grafana/dashboards; do \
+	    for f in monitoring/prometheus.yml monitoring/alerts.yaml monitoring/alertmanager.yml monitoring/alertmanager-secrets \
+	             monitoring/grafana/provisioning/datasources monitoring/grafana/provisioning/dashboards monitoring/grafana/dashboards; do \
 	      [ -e "$$f" ] || { echo "up: $$f is missing (docker would create an empty directory in its place)" >&2; exit 1; }; \
 	    done; \
 	    for img in $$(sed -nE 's/^ +image: +((prom|grafana)\/[^ ]+).*/\1/p' docker-compose.yml); do \
@@ -64,12 +67,21 @@ up: images ## run the stack (api, worker, Prometheus, Grafana); STACK=app for ap
 	  fi; \
 	done; \
 	host=$${BIND_ADDR:-127.0.0.1}; [ "$$host" = 0.0.0.0 ] && host=localhost; [ "$$host" = 127.0.0.1 ] && host=localhost; \
+	if [ "$(STACK)" = full ]; then \
+	  echo "up: checking the monitoring stack (up to $(UP_TIMEOUT)s):"; \
+	  python3 monitoring/verify_stack.py --timeout $(UP_TIMEOUT) \
+	    --prometheus "http://$$host:$${PROMETHEUS_PORT:-9090}" \
+	    --alertmanager "http://$$host:$${ALERTMANAGER_PORT:-9093}" \
+	    --grafana "http://$$host:$${GRAFANA_PORT:-3000}" || { \
+	    echo "up: a check failed (above); logs: $(COMPOSE) logs prometheus alertmanager grafana" >&2; exit 1; }; \
+	fi; \
 	echo ""; \
 	echo "Orion is up (api and worker healthy):"; \
 	echo "  API         http://$$host:$${API_PORT:-8000}/        (/health /ready /metrics)"; \
 	echo "  Worker      http://$$host:$${WORKER_PORT:-9091}/health  (/ready /metrics)"; \
 	if [ "$(STACK)" = full ]; then \
 	echo "  Prometheus  http://$$host:$${PROMETHEUS_PORT:-9090}/   (targets: /targets, alerts: /alerts)"; \
+	echo "  Alertmanager http://$$host:$${ALERTMANAGER_PORT:-9093}/  (every alert; receiver keys: monitoring/alertmanager-secrets/)"; \
 	echo "  Grafana     http://$$host:$${GRAFANA_PORT:-3000}/   (admin / \$$GRAFANA_ADMIN_PASSWORD, default admin)"; \
 	fi; \
 	echo "Stop with: make down"

@@ -282,3 +282,74 @@ def test_compose_prometheus_scrapes_and_alerts_to_compose_alertmanager(monitored
     assert [r["name"] for r in alert["receivers"]] == ["heartbeat"]
     status = _json(f"{am}/api/v2/status")
     assert "oncall-page" in status["config"]["original"] and "heartbeat" in status["config"]["original"]
+
+
+class _FakeGrafana:
+    """Grafana's three API answers verify_stack.py reads (no Grafana stand-in exists: it is
+    not in Debian). `dashboard=False` answers 404 for the dashboard, as an empty Grafana would."""
+
+    def __init__(self, dashboard: bool = True):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        answers = {
+            "/api/health": {"database": "ok", "version": "fake"},
+            "/api/datasources/uid/prometheus": {"uid": "prometheus", "type": "prometheus", "url": "http://prometheus:9090"},
+        }
+        if dashboard:
+            answers["/api/dashboards/uid/orion"] = {"dashboard": {"uid": "orion", "title": "Orion"}}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                body = answers.get(self.path)
+                authorised = self.path == "/api/health" or self.headers.get("Authorization", "").startswith("Basic ")
+                self.send_response(200 if body is not None and authorised else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps(body or {"message": "not found"}).encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _verify(ports: dict[str, int], grafana: str, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["python3", str(REPO / "monitoring" / "verify_stack.py"), "--timeout", str(timeout),
+         "--prometheus", f"http://127.0.0.1:{ports['prometheus']}",
+         "--alertmanager", f"http://127.0.0.1:{ports['alertmanager']}", "--grafana", grafana],
+        capture_output=True, text=True, timeout=timeout + 30)
+
+
+def test_make_up_verification_of_the_compose_stack(monitored_stack):
+    """What `make up` runs after start: one line per check, exit 0 on the compose stack."""
+    ports, *_ = monitored_stack
+    grafana = _FakeGrafana()
+    try:
+        r = _verify(ports, grafana.url, 60)
+    finally:
+        grafana.close()
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(lines) == 7 and all(line.startswith("  ok  ") for line in lines), r.stdout
+    assert "targets api and worker up: api up, worker up" in r.stdout
+    assert "http://alertmanager:9093/api/v2/alerts" in r.stdout
+
+
+def test_make_up_verification_fails_on_a_missing_dashboard(monitored_stack):
+    ports, *_ = monitored_stack
+    grafana = _FakeGrafana(dashboard=False)
+    try:
+        r = _verify(ports, grafana.url, 3)
+    finally:
+        grafana.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    (failed,) = [line for line in r.stdout.splitlines() if line.startswith("  FAIL")]
+    assert "Orion dashboard provisioned" in failed
