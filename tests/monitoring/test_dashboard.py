@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from monitoring_support import (
+    ALERTS,
     DASHBOARD_PROVIDER,
     DATASOURCE,
     DATASOURCE_REF,
@@ -102,13 +103,39 @@ def test_namespace_variable():
 
 @pytest.mark.parametrize("title,expr", dashboard_queries(), ids=[t for t, _ in dashboard_queries()])
 def test_query_conventions(title, expr):
-    # Every range over a counter or histogram uses Grafana's $__rate_interval.
+    # Every range over a counter or histogram uses Grafana's $__rate_interval, except the SLO's
+    # own 30-day window in the error-budget panel.
+    allowed = {"$__rate_interval"} | ({SLO_PERIOD} if title == BUDGET_PANEL else set())
     for window in re.findall(r"\[([^\]]+)\]", expr):
-        assert window == "$__rate_interval", f"{title}: range [{window}] instead of [$__rate_interval]"
+        assert window in allowed, f"{title}: range [{window}] instead of [$__rate_interval]"
     # Every selector is scoped to the chosen namespaces.
     for selector in re.findall(r"\b[a-zA-Z_:][\w:]*\{[^}]*\}", expr):
         assert 'namespace=~"$namespace"' in selector, f"{title}: {selector} ignores $namespace"
     assert re.search(r"\b[a-zA-Z_:][\w:]*\{", expr), f"{title}: no label selector"
+
+
+BUDGET_PANEL = "Error budget remaining (30 days)"
+BURN_PANEL = "Error budget burn rate"
+SLO_PERIOD = "30d"
+SLO_OBJECTIVE = "orion:api_availability_slo:objective"
+
+
+def test_slo_panels_read_the_one_objective_and_every_burn_window():
+    """Budget and burn rates per namespace, from the objective and the recording rules of
+    monitoring/alerts.yaml (none restated here)."""
+    queries = dict(dashboard_queries()[::-1])  # first query of each panel
+    budget = queries[BUDGET_PANEL]
+    assert SLO_OBJECTIVE in budget and "sum by (namespace)" in budget and f"[{SLO_PERIOD}]" in budget
+    burn = [expr for title, expr in dashboard_queries() if title == BURN_PANEL]
+    records = {r["record"] for g in load_yaml(ALERTS)["groups"] for r in g["rules"] if "record" in r}
+    windows = {r.rsplit("ratio_rate", 1)[1] for r in records if ":ratio_rate" in r}
+    assert windows == {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}
+    used = {m for expr in burn for m in re.findall(r"slo_errors_per_request:ratio_rate(\w+)\{", expr)}
+    assert used == windows
+    assert all(SLO_OBJECTIVE in expr for expr in burn)
+    for expr in burn:
+        (name,) = re.findall(r"(namespace_job:\w+:ratio_rate\w+)\{", expr)
+        assert name in records, f"{name} is not a recording rule of alerts.yaml"
 
 
 def test_required_metrics_are_on_the_dashboard():
