@@ -200,14 +200,7 @@ def compare(a: Layout, b: Layout, ref: str | None) -> int:
     for (plat, da, ma, ca), (_, db, mb, cb) in zip(pa, pb):
         if da["digest"] == db["digest"]:
             continue
-        if ca != cb:
-            print(f"  first difference: {plat} config blob {ma['config']['digest']} vs {mb['config']['digest']}")
-            ja, jb = json.loads(ca), json.loads(cb)
-            for key in sorted(set(flatten(ja)) | set(flatten(jb))):
-                va, vb = flatten(ja).get(key), flatten(jb).get(key)
-                if va != vb:
-                    print(f"    {key}: {va!r} vs {vb!r}")
-            return 1
+        # Layers first: a different binary also changes the config (diff_ids, COPY's hash).
         for la_, lb_ in zip(ma["layers"], mb["layers"]):
             if la_["digest"] != lb_["digest"]:
                 print(f"  first difference: {plat} layer blob {la_['digest']} vs {lb_['digest']}")
@@ -225,6 +218,14 @@ def compare(a: Layout, b: Layout, ref: str | None) -> int:
                     if ca_ != cb_:
                         print(f"    {name}: content sha256 {sha256(ca_ or b'')} vs {sha256(cb_ or b'')}")
                 return 1
+        if ca != cb:
+            print(f"  first difference: {plat} config blob {ma['config']['digest']} vs {mb['config']['digest']}")
+            ja, jb = json.loads(ca), json.loads(cb)
+            for key in sorted(set(flatten(ja)) | set(flatten(jb))):
+                va, vb = flatten(ja).get(key), flatten(jb).get(key)
+                if va != vb:
+                    print(f"    {key}: {va!r} vs {vb!r}")
+            return 1
         print(f"  first difference: {plat} manifest {da['digest']} vs {db['digest']}")
         return 1
     print("  first difference: the manifest list itself (same platform manifests)")
@@ -236,6 +237,11 @@ def flatten(obj, prefix: str = "") -> dict:
         out = {}
         for k, v in obj.items():
             out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    if isinstance(obj, list) and obj:
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}[{i}]"))
         return out
     return {prefix: json.dumps(obj, sort_keys=True)}
 
