@@ -526,3 +526,55 @@ def test_attest_refuses_an_sbom_of_another_digest(tmp_path):
             env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
     assert r.returncode == 1 and "describes pkg:oci/orion-api@" in r.stderr
     assert not (tmp_path / "cosign.log").exists()
+
+
+# ------------------------------------------------------------------ verify-reproducible --
+
+def fake_make(bin_dir: Path, flip: str | None) -> None:
+    """A `make` for the clone that, instead of building, copies this checkout's release output
+    (optionally with one byte of one file flipped): the comparison is what is tested here; the
+    real two-build run is `make verify-reproducible` itself, in `make test`."""
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "make").write_text(f'''#!/usr/bin/env python3
+import os, shutil, sys
+assert "build" in sys.argv and "release-images" in sys.argv, sys.argv
+assert os.path.realpath(os.getcwd()) != {str(REPO)!r}, "builds in the clone"
+assert (os.umask(0o22) == 0o077), "the clone builds with umask 077"
+shutil.copytree({str(REPO / "dist")!r}, "dist", ignore=shutil.ignore_patterns("reproducible"))
+flip = {flip!r}
+if flip:
+    p = os.path.join("dist", flip) if not flip.startswith("blob:") else None
+    if p is None:
+        import glob, json
+        idx = json.load(open("dist/oci/orion-api/index.json"))
+        p = "dist/oci/orion-api/blobs/sha256/" + idx["manifests"][0]["digest"].split(":")[1]
+        data = json.load(open(p))
+        data["manifests"].reverse()
+        open(p, "w").write(json.dumps(data, separators=(",", ":")))
+        import hashlib
+        d = hashlib.sha256(open(p, "rb").read()).hexdigest()
+        os.rename(p, os.path.dirname(p) + "/" + d)
+        idx["manifests"][0]["digest"] = "sha256:" + d
+        json.dump(idx, open("dist/oci/orion-api/index.json", "w"))
+    else:
+        b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 1; open(p, "wb").write(bytes(b))
+''')
+    (bin_dir / "make").chmod(0o755)
+
+
+@pytest.mark.parametrize("flip,expect", [
+    (None, "OK: "),
+    ("arm64/orion-worker", "first differing file: dist/arm64/orion-worker"),
+    ("blob:", "first difference: platforms ['linux/amd64', 'linux/arm64'] vs ['linux/arm64', 'linux/amd64']"),
+    ("sbom/orion-worker.cdx.json", "first differing file: dist/sbom/orion-worker.cdx.json"),
+])
+def test_verify_reproducible_names_the_first_difference(tmp_path, flip, expect):
+    if not (OCI / "orion-api").is_dir():
+        pytest.fail("run make release-images first", pytrace=False)
+    fake_make(tmp_path / "bin", flip)
+    env = {**os.environ, "REPRO_DIR": str(tmp_path / "repro"), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", "-c", f"umask 022 && exec {REPO / 'scripts' / 'release-verify-reproducible.sh'}"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert (r.returncode == 0) is (flip is None), out
+    assert expect in out, out
