@@ -6,11 +6,8 @@
 #                          one line per check) and prints the URLs
 #   make down              stop and remove the stack (the Prometheus volume is kept)
 #
-# CI builds both architectures in one manifest list from the same dist/ layout:
-#   docker buildx build -f Dockerfile.scratch --platform linux/amd64,linux/arm64 \
-#     --build-arg SERVICE=api --build-arg EXPOSE_PORT=8000 \
-#     --build-arg VERSION=<v> --build-arg REVISION=<sha> \
-#     -t ghcr.io/orionlynn19/orion-api:<tag> --push .
+# The images are the release build's (mk/release.mk: both architectures in one index per
+# service, dist/oci/); `make images` loads this host's platform of each into docker.
 
 # service:port it EXPOSEs (api serves metrics on its own port; worker on 9091).
 IMAGE_SERVICES := api:8000 worker:9091
