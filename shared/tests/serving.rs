@@ -43,7 +43,16 @@ fn a_panicking_handler_answers_500_and_the_server_lives_on() {
         assert_eq!(v["status"], 500);
         assert_eq!(get(addr, "/ok").0, 200);
     }
-    let text = String::from_utf8(orion_shared::metrics::encode(&registry)).unwrap();
+    // A request is counted after its answer is written: poll briefly.
+    let want = r#"http_requests_total{method="GET",route="/boom",status_code="500"} 3"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = String::from_utf8(orion_shared::metrics::encode(&registry)).unwrap();
+        if text.contains(want) || std::time::Instant::now() >= deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert!(text.contains("http_handler_panics_total 3"), "{text}");
-    assert!(text.contains(r#"http_requests_total{method="GET",route="/boom",status_code="500"} 3"#));
+    assert!(text.contains(want), "{text}");
 }

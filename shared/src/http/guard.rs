@@ -61,7 +61,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -148,7 +148,9 @@ struct Inner {
     activity: Mutex<HashMap<SocketAddr, Activity>>,
     conns: Mutex<HashMap<u64, Conn>>,
     /// Sockets we shut down that tiny_http has not closed yet.
-    closed: Mutex<HashSet<u64>>,
+    /// (inode → peer); kept while the socket exists at all (a closed one's
+    /// `getpeername` fails, so the peer is remembered here).
+    closed: Mutex<HashMap<u64, SocketAddr>>,
     metrics: Metrics,
     stop: AtomicBool,
     draining: AtomicBool,
@@ -223,7 +225,7 @@ impl Guard {
             wake,
             activity: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
-            closed: Mutex::new(HashSet::new()),
+            closed: Mutex::new(HashMap::new()),
             metrics: Metrics {
                 open,
                 closed,
@@ -280,15 +282,30 @@ impl Guard {
     /// of an unwanted request body ends at once and it parses nothing more
     /// than what it already buffered (before a final answer; on a pipeline
     /// overflow).
-    pub fn shut_read(&self, peer: Option<SocketAddr>) {
-        let Some(peer) = peer else { return };
-        if let Some(s) = self.inner.find(peer) {
-            sys::shutdown(s.fd, true, false);
-            let mut conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = conns.get_mut(&s.inode) {
-                c.read_shut = true;
-            }
+    /// Returns the socket, for [`Guard::close_socket`] (after the read side
+    /// is shut, tiny_http may close one of its descriptors at any moment and
+    /// a socket so half-closed is hard to find by its peer again).
+    pub fn shut_read(&self, peer: Option<SocketAddr>) -> Option<ClientSocket> {
+        let s = self.inner.find(peer?)?;
+        let fd = current_fd(&s)?;
+        sys::shutdown(fd.as_raw_fd(), true, false);
+        let mut conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = conns.get_mut(&s.inode) {
+            c.read_shut = true;
         }
+        Some(s)
+    }
+
+    /// Closes a socket found before (by [`Guard::shut_read`]), as
+    /// [`Guard::close_peer`] does; `response` is written to it first.
+    pub fn close_socket(
+        &self,
+        s: &ClientSocket,
+        reason: &'static str,
+        response: Option<&[u8]>,
+        abort: bool,
+    ) {
+        self.inner.close_socket(s, reason, response, abort);
     }
 
     /// Closes `peer`'s connection for `reason` (one of [`CLOSE_REASONS`]),
@@ -301,28 +318,23 @@ impl Guard {
         }
     }
 
-    /// Writes `response` straight to `peer`'s socket (non-blocking; a small
-    /// final answer) and closes it for `reason`.
-    pub fn answer_and_close(
-        &self,
-        peer: Option<SocketAddr>,
-        reason: &'static str,
-        response: &[u8],
-    ) {
-        let Some(peer) = peer else { return };
-        if let Some(s) = self.inner.find(peer) {
-            self.inner.close_socket(&s, reason, Some(response), false);
+    /// Whether a socket we closed for `peer` still exists (tiny_http still
+    /// holds it, so requests it parsed from it may still arrive).
+    pub fn closed_socket_alive(&self, peer: SocketAddr) -> bool {
+        let inodes: Vec<u64> = self
+            .inner
+            .closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, p)| **p == peer)
+            .map(|(ino, _)| *ino)
+            .collect();
+        if inodes.is_empty() {
+            return false;
         }
-    }
-
-    /// Peers with an open connection right now (fresh from /proc).
-    pub fn is_open_fn(&self) -> impl Fn(&SocketAddr) -> bool {
-        let open: HashSet<SocketAddr> =
-            sys::client_sockets(self.inner.port, self.inner.listener_fd)
-                .into_iter()
-                .map(|s| s.peer)
-                .collect();
-        move |p| open.contains(p)
+        let alive = sys::socket_inodes();
+        inodes.iter().any(|ino| alive.contains(ino))
     }
 
     /// The listener is being shut on purpose: stop watching the accept
@@ -557,9 +569,12 @@ impl Inner {
             None => false,
         });
         let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        closed.retain(|ino| found.iter().any(|s| s.inode == *ino));
+        if !closed.is_empty() {
+            let alive = sys::socket_inodes();
+            closed.retain(|ino, _| alive.contains(ino));
+        }
         for s in found {
-            if conns.contains_key(&s.inode) || closed.contains(&s.inode) {
+            if conns.contains_key(&s.inode) || closed.contains_key(&s.inode) {
                 continue;
             }
             let watch = sys::READABLE | sys::EDGE | sys::HANGUP;
@@ -605,7 +620,15 @@ impl Inner {
             let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             conns.values().find(|c| c.sock.peer == peer).map(|c| c.sock)
         };
-        let found = found.filter(|s| sys::socket_inode(s.fd) == Some(s.inode));
+        // Its descriptor may be closed (tiny_http closes the read side's at
+        // EOF): then its twin's.
+        let found = found.and_then(|s| {
+            if sys::socket_inode(s.fd) == Some(s.inode) {
+                Some(s)
+            } else {
+                sys::fd_of_inode(s.inode).map(|fd| ClientSocket { fd, ..s })
+            }
+        });
         let found = found.or_else(|| {
             sys::client_sockets(self.port, self.listener_fd)
                 .into_iter()
@@ -624,18 +647,25 @@ impl Inner {
     }
 
     fn close_socket(&self, s: &ClientSocket, reason: &str, response: Option<&[u8]>, abort: bool) {
-        // The fd number could have been reused since we looked: re-check.
-        if sys::socket_inode(s.fd) != Some(s.inode) {
+        // The fd number could have been closed or reused since we looked.
+        let Some(fd) = current_fd(s) else {
+            log::debug!(peer = s.peer.to_string().as_str(); "guard: socket gone before its close");
             return;
-        }
+        };
+        let s = &ClientSocket {
+            fd: fd.as_raw_fd(),
+            ..*s
+        };
         // Until tiny_http closes it, a rescan must not take it for new; and
         // a connection is closed (and counted) once.
-        if !self
+        if self
             .closed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(s.inode)
+            .insert(s.inode, s.peer)
+            .is_some()
         {
+            log::debug!(peer = s.peer.to_string().as_str(), reason = reason; "guard: already closed");
             return;
         }
         // Counted before acting, so that whoever sees the close can already
@@ -666,7 +696,9 @@ impl Inner {
             .closed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .keys()
+            .copied()
+            .collect();
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let mut gone = Vec::new();
         let mut deadline: Option<Instant> = None;
@@ -807,6 +839,15 @@ impl Inner {
         self.metrics.open.set(conns.len() as i64);
         deadline
     }
+}
+
+/// Our own checked duplicate of `s`'s socket (see `sys::dup_socket`), made
+/// from its descriptor if that still refers to it, else from its twin's
+/// (tiny_http closes the read side's as soon as it sees EOF, the write
+/// side's later); None once both are gone.
+fn current_fd(s: &ClientSocket) -> Option<OwnedFd> {
+    sys::dup_socket(s.fd, s.inode)
+        .or_else(|| sys::fd_of_inode(s.inode).and_then(|fd| sys::dup_socket(fd, s.inode)))
 }
 
 /// The send-timeout rule for one connection.

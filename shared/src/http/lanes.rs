@@ -173,10 +173,18 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
         self.lanes.values().any(|l| !l.running && l.last.is_some())
     }
 
-    /// Forgets idle closed lanes whose connection is gone.
-    pub fn retain_open(&mut self, open: impl Fn(&K) -> bool) {
+    /// Whether `key`'s lane is closed and idle.
+    pub fn is_closed_idle(&self, key: &K) -> bool {
         self.lanes
-            .retain(|k, l| l.running || l.last.is_none() || open(k));
+            .get(key)
+            .is_some_and(|l| !l.running && l.last.is_some())
+    }
+
+    /// Forgets idle closed lanes whose connection is gone (`alive` says
+    /// whether it still exists).
+    pub fn retain_open(&mut self, alive: impl Fn(&K) -> bool) {
+        self.lanes
+            .retain(|k, l| l.running || l.last.is_none() || alive(k));
     }
 
     pub fn len(&self) -> usize {
@@ -259,8 +267,10 @@ mod tests {
         // Kept while the connection exists, forgotten once it is gone.
         l.retain_open(|_| true);
         assert_eq!(l.len(), 1);
+        assert!(l.is_closed_idle(&1));
         l.retain_open(|_| false);
         assert!(l.is_empty());
+        assert!(!l.is_closed_idle(&1));
         assert_eq!(run(l.admit(1, 13)), (1, 13, false));
     }
 

@@ -235,7 +235,14 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
                 .remote_addr()
                 .copied()
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-            (peer, app.lanes().admit(peer, rq))
+            let mut lanes = app.lanes();
+            // A closed lane whose socket is gone belongs to a connection
+            // that cannot send anything any more: this request comes from a
+            // new connection from the same address and port.
+            if lanes.is_closed_idle(&peer) && !app.guard.closed_socket_alive(peer) {
+                lanes.retain_open(|k| *k != peer);
+            }
+            (peer, lanes.admit(peer, rq))
         };
         let mut next = match admitted {
             Admit::Run { ord, item, discard } => Some((ord, item, discard)),
@@ -304,8 +311,8 @@ fn prune_lanes(app: &App) {
         }
         *last = Instant::now();
     }
-    let open = app.guard.is_open_fn();
-    app.lanes().retain_open(open);
+    let mut lanes = app.lanes();
+    lanes.retain_open(|peer| app.guard.closed_socket_alive(*peer));
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -435,7 +442,11 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
             // of the writer: the answer tiny_http writes for a later request
             // it already parsed waits for this writer, and finds the socket
             // shut. Those requests are discarded by the lane, never run.
-            app.guard.shut_read(peer);
+            let sock = app.guard.shut_read(peer);
+            let close = |reason: &'static str, response: Option<&[u8]>, abort: bool| match &sock {
+                Some(s) => app.guard.close_socket(s, reason, response, abort),
+                None => app.guard.close_peer(peer, reason, abort),
+            };
             let extra: Vec<(&str, &str)> = reply
                 .headers
                 .iter()
@@ -453,16 +464,16 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
                 // Nothing was written on this connection since its previous
                 // answer (lanes run one request at a time), so the answer
                 // can go straight to the socket.
-                app.guard.answer_and_close(peer, reason, &bytes);
+                close(reason, Some(&bytes), false);
                 dispose(app, rq);
             } else {
                 let mut writer = rq.into_writer();
                 let written = writer.write_all(&bytes).and_then(|()| writer.flush());
                 let timed_out = matches!(&written, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
                 if timed_out {
-                    app.guard.close_peer(peer, "send_timeout", true);
+                    close("send_timeout", None, true);
                 } else {
-                    app.guard.close_peer(peer, reason, false);
+                    close(reason, None, false);
                 }
                 drop(writer);
             }

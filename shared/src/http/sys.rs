@@ -140,6 +140,46 @@ pub fn client_sockets(port: u16, listener_fd: RawFd) -> Vec<ClientSocket> {
     out
 }
 
+/// The inodes of every socket we hold a descriptor for.
+pub fn socket_inodes() -> std::collections::HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Default::default();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()))
+        .filter_map(socket_inode)
+        .collect()
+}
+
+/// A descriptor of ours that refers to socket `inode` right now, if any
+/// (tiny_http holds two per connection and closes them at different times,
+/// so the one we knew may be gone while its twin is not).
+pub fn fd_of_inode(inode: u64) -> Option<RawFd> {
+    let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()))
+        .find(|fd| socket_inode(*fd) == Some(inode))
+}
+
+/// Our own descriptor for socket `inode`, duplicated from `fd` and checked:
+/// tiny_http closes its descriptors whenever it likes (the read side's as
+/// soon as it sees EOF, e.g. right after we shut the read side), so acting
+/// on its number risks `EBADF` or, worse, a number already reused by a new
+/// connection. A checked duplicate refers to the right socket until we drop
+/// it. None if `fd` no longer refers to that socket.
+pub fn dup_socket(fd: RawFd, inode: u64) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor (or fails); on
+    // success we are its only owner.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return None;
+    }
+    // SAFETY: `dup` was just created for us and is owned by nobody else.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
+    (socket_inode(dup) == Some(inode)).then_some(owned)
+}
+
 /// The prefix of the kernel's `struct tcp_info` we read (Linux ABI, stable
 /// since 4.1 for the fields up to `tcpi_bytes_received`).
 #[repr(C)]
