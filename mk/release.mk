@@ -9,8 +9,9 @@
 #   make verify-release IMAGE=ghcr.io/orionlynn19/orion-api@sha256:...
 #                         rebuild a released image at its revision label, compare digests
 #
-# CI's build job runs the same scripts with the same flags (scripts/release-container.sh runs
-# scripts/release-images.sh in the pinned Debian that has this buildah).
+# CI's build job runs `make release-images` too: on its runner, whose buildah is another
+# version, scripts/release-images.sh runs itself in the pinned Debian 12 container that has
+# the release buildah (scripts/release-container.sh), same script, same flags.
 
 RELEASE_SCRIPTS := $(wildcard scripts/release-*.sh)
 

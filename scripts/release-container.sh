@@ -3,9 +3,9 @@
 #
 # The image bytes depend on the buildah that writes them, so every release build uses one:
 # Debian 12's buildah (and skopeo), the versions below, the ones `make deps` installs on this
-# project's machines. Where the host has another system (CI's Ubuntu runner has another
-# buildah), this runs the same script, same flags, in a pinned Debian 12 container with those
-# exact package versions; the checkout is mounted at its own path, so nothing differs but the
+# project's machines. Where the host has another buildah (CI's Ubuntu runner),
+# release-images.sh runs itself through this script: the same script, same flags, in a pinned
+# Debian 12 container with those exact package versions; the checkout is mounted at its own path, so nothing differs but the
 # host. dist/ must already hold the binaries (`make build`, on the host).
 #
 # Environment: RELEASE_BASE_IMAGE (the pinned Debian image), SOURCE_DATE_EPOCH / VERSION /
@@ -26,7 +26,7 @@ inner="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -
 $buildah_pkg $skopeo_pkg python3 >/dev/null && scripts/release-images.sh"
 # --privileged: buildah needs mount/chroot inside the container (no RUN step executes anything).
 cmd=(docker run --rm --privileged
-  -e "SOURCE_DATE_EPOCH=$sde" -e "REVISION=$revision" -e "VERSION=$version"
+  -e "SOURCE_DATE_EPOCH=$sde" -e "REVISION=$revision" -e "VERSION=$version" -e RELEASE_NO_CONTAINER=1
   -v "$ROOT:$ROOT" -w "$ROOT" "$base" bash -euo pipefail -c "$inner")
 if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "${cmd[@]}"; echo; exit 0; fi
 "${cmd[@]}"

@@ -14,19 +14,29 @@
 #   REVISION           default: git HEAD (the image's org.opencontainers.image.revision)
 #   OUT                default: $ROOT/dist/oci
 #   SERVICES           default: "api worker"
-#   RELEASE_BUILDAH_VERSION  the buildah version releases are built with (default 1.28.2):
-#                      another version may write other bytes, so it is refused unless
-#                      RELEASE_ANY_BUILDAH=1 (then the digests prove nothing about CI's)
+#   RELEASE_BUILDAH_VERSION  the buildah version releases are built with (default 1.28.2).
+#                      Another version may write other bytes: with another (or none) this
+#                      script runs itself in scripts/release-container.sh's pinned Debian 12
+#                      when a docker engine is there, and fails otherwise;
+#                      RELEASE_ANY_BUILDAH=1 builds anyway (then the digests prove nothing),
+#                      RELEASE_NO_CONTAINER=1 (set inside the container) never delegates
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 die() { echo "release-images: $*" >&2; exit 1; }
 
-command -v buildah >/dev/null || die "buildah is not installed (Debian package: buildah; make deps installs it)"
 want_buildah="${RELEASE_BUILDAH_VERSION:-1.28.2}"
-have_buildah="$(buildah --version | awk '{print $3}')"
+have_buildah="$(buildah --version 2>/dev/null | awk '{print $3}' || true)"
 if [ "$have_buildah" != "$want_buildah" ] && [ "${RELEASE_ANY_BUILDAH:-0}" != 1 ]; then
-  die "buildah $have_buildah, releases are built with $want_buildah (RELEASE_ANY_BUILDAH=1 to build anyway)"
+  # Not the release buildah (CI's Ubuntu runner, say): the same script in the pinned Debian
+  # 12 container that has it, when there is a docker engine to run it.
+  if [ "${RELEASE_NO_CONTAINER:-0}" != 1 ] && docker info >/dev/null 2>&1; then
+    echo "release-images: buildah ${have_buildah:-missing} here, releases are built with $want_buildah:" \
+      "running in the pinned Debian 12 container (scripts/release-container.sh)" >&2
+    exec "$ROOT/scripts/release-container.sh"
+  fi
+  die "buildah ${have_buildah:-is missing}, releases are built with $want_buildah and there is no docker engine for" \
+    "scripts/release-container.sh (RELEASE_ANY_BUILDAH=1 to build anyway: the digests then prove nothing)"
 fi
 
 sde="${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct HEAD)}"

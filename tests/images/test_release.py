@@ -156,12 +156,28 @@ def test_release_build_refuses_another_buildah_and_a_bad_epoch(tmp_path):
     fake.mkdir()
     (fake / "buildah").write_text("#!/bin/sh\necho 'buildah version 1.33.7 (image-spec 1.1.0)'\n")
     (fake / "buildah").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(tmp_path / "o")}
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(tmp_path / "o"),
+           "RELEASE_NO_CONTAINER": "1"}
     r = run(str(REPO / "scripts" / "release-images.sh"), env=env, check=False)
     assert r.returncode == 1 and "buildah 1.33.7, releases are built with 1.28.2" in r.stderr
     env = {**os.environ, "SOURCE_DATE_EPOCH": "yesterday", "OUT": str(tmp_path / "o")}
     r = run(str(REPO / "scripts" / "release-images.sh"), env=env, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "SOURCE_DATE_EPOCH='yesterday'" in r.stderr
+
+
+def test_another_buildah_runs_the_build_in_the_pinned_container(tmp_path):
+    """CI's runner has another buildah: release-images.sh hands itself to release-container.sh."""
+    fake, log = tmp_path / "bin", tmp_path / "docker.log"
+    fake.mkdir()
+    (fake / "buildah").write_text("#!/bin/sh\necho 'buildah version 1.33.7 (image-spec 1.1.0)'\n")
+    (fake / "docker").write_text(f'#!/bin/sh\n[ "$1" = info ] && exit 0\nprintf "%s\\n" "$@" >{log}\n')
+    for f in ("buildah", "docker"):
+        (fake / f).chmod(0o755)
+    r = run(str(REPO / "scripts" / "release-images.sh"), env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert "running in the pinned Debian 12 container" in r.stderr
+    argv = log.read_text().splitlines()
+    assert argv[:3] == ["run", "--rm", "--privileged"] and "RELEASE_NO_CONTAINER=1" in argv
+    assert argv[-1].endswith("&& scripts/release-images.sh") and "buildah=1.28.2+" in argv[-1]
 
 
 def test_ci_container_installs_the_buildah_this_machine_builds_with():
@@ -391,7 +407,7 @@ def step(job: dict, name: str) -> dict:
 
 def test_ci_build_job_runs_the_release_build():
     runs = [s["run"].strip() for s in ci_build_job()["steps"] if "run" in s]
-    assert runs[1:4] == ["make build", "scripts/release-container.sh", "make release-sbom"]
+    assert runs[1:3] == ["make build", "make release-images"]
     assert not any("buildx" in s.get("uses", "") + s.get("run", "") for s in ci_build_job()["steps"])
     # make release-images is the same two scripts: the release build and the SBOMs.
     recipe = (REPO / "mk" / "release.mk").read_text().split("release-images: ", 1)[1].split("\n\n", 1)[0]
