@@ -25,6 +25,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 die() { echo "release-images: $*" >&2; exit 1; }
 
+sde="${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct HEAD)}"
+[[ "$sde" =~ ^[0-9]+$ ]] || { echo "release-images: SOURCE_DATE_EPOCH='$sde' is not a number of seconds" >&2; exit 2; }
 want_buildah="${RELEASE_BUILDAH_VERSION:-1.28.2}"
 have_buildah="$(buildah --version 2>/dev/null | awk '{print $3}' || true)"
 if [ "$have_buildah" != "$want_buildah" ] && [ "${RELEASE_ANY_BUILDAH:-0}" != 1 ]; then
@@ -39,8 +41,6 @@ if [ "$have_buildah" != "$want_buildah" ] && [ "${RELEASE_ANY_BUILDAH:-0}" != 1 
     "scripts/release-container.sh (RELEASE_ANY_BUILDAH=1 to build anyway: the digests then prove nothing)"
 fi
 
-sde="${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct HEAD)}"
-[[ "$sde" =~ ^[0-9]+$ ]] || { echo "release-images: SOURCE_DATE_EPOCH='$sde' is not a number of seconds" >&2; exit 2; }
 version="${VERSION:-$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml")}"
 revision="${REVISION:-$(git -C "$ROOT" rev-parse HEAD)}"
 out="${OUT:-$ROOT/dist/oci}"
