@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imagetest_util import IN_CI, REPO, SERVICES, missing, run
+from imagetest_util import IN_CI, REPO, SERVICES, run
 
 VERSION = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["package"]["version"]
 OCI = REPO / "dist" / "oci"
