@@ -337,6 +337,27 @@ impl Guard {
         inodes.iter().any(|ino| alive.contains(ino))
     }
 
+    /// The peers of every socket we closed that still exists (one scan).
+    pub fn closed_peers_alive(&self) -> HashSet<SocketAddr> {
+        let closed: Vec<(u64, SocketAddr)> = self
+            .inner
+            .closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(i, p)| (*i, *p))
+            .collect();
+        if closed.is_empty() {
+            return HashSet::new();
+        }
+        let alive = sys::socket_inodes();
+        closed
+            .into_iter()
+            .filter(|(ino, _)| alive.contains(ino))
+            .map(|(_, p)| p)
+            .collect()
+    }
+
     /// The listener is being shut on purpose: stop watching the accept
     /// queue. Returns false if that was already so.
     pub fn close_listener(&self) -> bool {

@@ -27,6 +27,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// How often a closed idle lane may be checked against the open sockets
+/// (a /proc scan) when requests keep arriving for it.
+pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// Why a lane was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +74,8 @@ struct Lane<T> {
     last: Option<(u64, CloseCause)>,
     /// The connection was closed (no more closing to do).
     closed: bool,
+    /// When [`Lanes::due_for_check`] last said yes.
+    checked: Option<Instant>,
 }
 
 impl<T> Lane<T> {
@@ -79,6 +86,7 @@ impl<T> Lane<T> {
             admitted: 0,
             last: None,
             closed: false,
+            checked: None,
         }
     }
 
@@ -173,11 +181,21 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
         self.lanes.values().any(|l| !l.running && l.last.is_some())
     }
 
-    /// Whether `key`'s lane is closed and idle.
-    pub fn is_closed_idle(&self, key: &K) -> bool {
-        self.lanes
-            .get(key)
-            .is_some_and(|l| !l.running && l.last.is_some())
+    /// Whether `key`'s lane is closed and idle and was not checked against
+    /// the open sockets within [`RECHECK`] of `now` (then it counts as
+    /// checked now): the caller forgets it if its socket is gone.
+    pub fn due_for_check(&mut self, key: &K, now: Instant) -> bool {
+        let Some(l) = self.lanes.get_mut(key) else {
+            return false;
+        };
+        if l.running || l.last.is_none() {
+            return false;
+        }
+        if l.checked.is_some_and(|t| now.duration_since(t) < RECHECK) {
+            return false;
+        }
+        l.checked = Some(now);
+        true
     }
 
     /// Forgets idle closed lanes whose connection is gone (`alive` says
@@ -267,10 +285,14 @@ mod tests {
         // Kept while the connection exists, forgotten once it is gone.
         l.retain_open(|_| true);
         assert_eq!(l.len(), 1);
-        assert!(l.is_closed_idle(&1));
+        // Checked at most once per RECHECK while requests keep coming.
+        let t0 = Instant::now();
+        assert!(l.due_for_check(&1, t0));
+        assert!(!l.due_for_check(&1, t0 + Duration::from_millis(999)));
+        assert!(l.due_for_check(&1, t0 + RECHECK));
+        assert!(!l.due_for_check(&2, t0), "no lane");
         l.retain_open(|_| false);
         assert!(l.is_empty());
-        assert!(!l.is_closed_idle(&1));
         assert_eq!(run(l.admit(1, 13)), (1, 13, false));
     }
 

@@ -239,7 +239,9 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
             // A closed lane whose socket is gone belongs to a connection
             // that cannot send anything any more: this request comes from a
             // new connection from the same address and port.
-            if lanes.is_closed_idle(&peer) && !app.guard.closed_socket_alive(peer) {
+            // (Checked at most once a second per lane: the /proc scan runs
+            // under the turn lock.)
+            if lanes.due_for_check(&peer, Instant::now()) && !app.guard.closed_socket_alive(peer) {
                 lanes.retain_open(|k| *k != peer);
             }
             (peer, lanes.admit(peer, rq))
@@ -311,8 +313,8 @@ fn prune_lanes(app: &App) {
         }
         *last = Instant::now();
     }
-    let mut lanes = app.lanes();
-    lanes.retain_open(|peer| app.guard.closed_socket_alive(*peer));
+    let alive = app.guard.closed_peers_alive();
+    app.lanes().retain_open(|peer| alive.contains(peer));
 }
 
 fn method_label(m: &Method) -> &'static str {
