@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitoring_support import ALERTMANAGER_YML, ALERTS, PROMETHEUS_YML, alert_rules, load_yaml, tool
+from monitoring_support import ALERTMANAGER_YML, ALERTS, alert_rules, load_yaml, tool
 from test_live import HOST, STARTUP_TIMEOUT, Service, free_port, http_get, wait_for
 
 import test_live
