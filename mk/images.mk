@@ -39,7 +39,7 @@ up: images ## run the stack (api, worker, Prometheus, Alertmanager, Grafana); ST
 	@case "$(STACK)" in \
 	  app) services="api worker";; \
 	  full) services=""; \
-	    for f in monitoring/prometheus.yml monitoring/alerts.yaml monitoring/alertmanager.yml monitoring/alertmanager-secrets \
+	    for f in monitoring/prometheus.yml monitoring/alerts.yaml monitoring/slo.yaml monitoring/alertmanager.yml monitoring/alertmanager-secrets \
 	             monitoring/grafana/provisioning/datasources monitoring/grafana/provisioning/dashboards monitoring/grafana/dashboards; do \
 	      [ -e "$$f" ] || { echo "up: $$f is missing (docker would create an empty directory in its place)" >&2; exit 1; }; \
 	    done; \

@@ -8,10 +8,10 @@
 #                          tests: real orion-api + orion-worker + Debian's prometheus and
 #                          prometheus-alertmanager, notifications caught by an in-test webhook
 #
-# The compose config names its rule file by the path inside the prom/prometheus container
-# (/etc/prometheus/alerts.yaml). `promtool check config` on it as shipped can only check the
-# syntax; the full check (which also loads and lints the rules) runs on a temporary copy whose
-# rule path points at this repository's monitoring/alerts.yaml. Nothing else is rewritten.
+# The compose config names its rule files by their paths inside the prom/prometheus container
+# (/etc/prometheus/alerts.yaml, slo.yaml). `promtool check config` on it as shipped can only
+# check the syntax; the full check (which also loads and lints the rules) runs on a temporary
+# copy whose rule paths point at this repository's monitoring/. Nothing else is rewritten.
 
 MONITORING_BIN_DIR ?= $(CURDIR)/dist/amd64
 # promtool unit test files; run two at a time (the SLO and daily files take 10-20 s each).
@@ -29,16 +29,17 @@ MONITORING_YAMLLINT := {extends: default, rules: {document-start: disable, line-
 MONITORING_TESTS_YAMLLINT := {extends: default, rules: {document-start: disable, line-length: disable}}
 
 lint-monitoring: deps tools ## promtool check config (compose) and check rules; yamllint monitoring/
-	$(VENV_BIN)/yamllint --strict -d '$(MONITORING_YAMLLINT)' monitoring/alerts.yaml monitoring/prometheus.yml monitoring/grafana/ \
+	$(VENV_BIN)/yamllint --strict -d '$(MONITORING_YAMLLINT)' monitoring/alerts.yaml monitoring/slo.yaml monitoring/prometheus.yml monitoring/grafana/ \
 	  monitoring/alertmanager.yml monitoring/alertmanager.routes.test.yaml
 	$(VENV_BIN)/yamllint --strict -d '$(MONITORING_TESTS_YAMLLINT)' $(MONITORING_RULE_TESTS)
 	amtool check-config monitoring/alertmanager.yml
 	promtool check config --syntax-only monitoring/prometheus.yml
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	sed 's#^  - /etc/prometheus/alerts.yaml$$#  - $(CURDIR)/monitoring/alerts.yaml#' monitoring/prometheus.yml > "$$tmp/prometheus.yml"; \
+	sed 's#^  - /etc/prometheus/\(alerts\|slo\).yaml$$#  - $(CURDIR)/monitoring/\1.yaml#' monitoring/prometheus.yml > "$$tmp/prometheus.yml"; \
 	grep -qF -- '- $(CURDIR)/monitoring/alerts.yaml' "$$tmp/prometheus.yml"; \
+	grep -qF -- '- $(CURDIR)/monitoring/slo.yaml' "$$tmp/prometheus.yml"; \
 	promtool check config "$$tmp/prometheus.yml"
-	promtool check rules monitoring/alerts.yaml
+	promtool check rules monitoring/alerts.yaml monitoring/slo.yaml
 
 # The live test runs the binaries the images ship (`make build`: static musl, auditable).
 # A plain `cargo build --release` here would rebuild them: cargo-auditable's wrapper changes

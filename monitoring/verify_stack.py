@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks what `make up` started and prints one line per check (standard library only).
 
-  Prometheus    both targets (api, worker) up; every rule group of monitoring/alerts.yaml loaded
+  Prometheus    both targets (api, worker) up; every rule group of monitoring/alerts.yaml and
+                slo.yaml loaded
   Alertmanager  ready; Prometheus sees it as an active Alertmanager
   Grafana       /api/health answers; datasource uid `prometheus`; the Orion dashboard (uid orion)
 
@@ -23,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ALERTS = Path(__file__).resolve().parent / "alerts.yaml"
+RULE_FILES = [Path(__file__).resolve().parent / name for name in ("alerts.yaml", "slo.yaml")]
 
 
 def get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, object]:
@@ -44,7 +45,7 @@ def get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, object]:
 
 
 def shipped_groups() -> list[str]:
-    return re.findall(r"^  - name: (\S+)", ALERTS.read_text(encoding="utf-8"), flags=re.M)
+    return [name for path in RULE_FILES for name in re.findall(r"^  - name: (\S+)", path.read_text(encoding="utf-8"), flags=re.M)]
 
 
 def poll(check, timeout: float) -> tuple[bool, str]:
@@ -80,7 +81,7 @@ def main(argv: list[str]) -> int:
         _, doc = get(f"{prom}/api/v1/rules")
         loaded = sorted(g["name"] for g in doc["data"]["groups"])
         want = sorted(shipped_groups())
-        return loaded == want, f"{len(loaded)} of {len(want)} groups of alerts.yaml loaded ({', '.join(loaded) or 'none'})"
+        return loaded == want, f"{len(loaded)} of {len(want)} rule groups loaded ({', '.join(loaded) or 'none'})"
 
     def alertmanager_ready():
         status, _ = get(f"{am}/-/ready")

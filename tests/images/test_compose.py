@@ -262,7 +262,8 @@ def test_compose_prometheus_scrapes_and_alerts_to_compose_alertmanager(monitored
         doc = _json(f"{prom}/api/v1/rules")
         return doc and [g["name"] for g in doc["data"]["groups"]]
 
-    shipped_groups = [g["name"] for g in yaml.safe_load((REPO / "monitoring" / "alerts.yaml").read_text())["groups"]]
+    shipped_groups = [g["name"] for f in ("alerts.yaml", "slo.yaml")
+                      for g in yaml.safe_load((REPO / "monitoring" / f).read_text())["groups"]]
     assert sorted(wait_for(rules_loaded, timeout=30, what="rules loaded")) == sorted(shipped_groups)
 
     def sees_alertmanager():

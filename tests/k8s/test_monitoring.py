@@ -18,7 +18,7 @@ from conftest import REPO, container_ports, kubectl, load_docs, objs, one, pod_s
 
 NS = "monitoring"
 SHARED_FILES = {  # ConfigMap -> key -> file shared with docker compose
-    "prometheus-rules": {"alerts.yaml": "monitoring/alerts.yaml"},
+    "prometheus-rules": {"alerts.yaml": "monitoring/alerts.yaml", "slo.yaml": "monitoring/slo.yaml"},
     "alertmanager-config": {"alertmanager.yml": "monitoring/alertmanager.yml"},
     "grafana-datasources": {"datasource.yaml": "monitoring/grafana/provisioning/datasources/datasource.yaml"},
     "grafana-dashboard-providers": {"dashboards.yaml": "monitoring/grafana/provisioning/dashboards/dashboards.yaml"},
@@ -135,7 +135,8 @@ def test_prometheus_loads_the_mounted_rules_and_config(docs):
     rules_glob = PurePosixPath(prometheus_config(docs)["rule_files"][0])
     mount, volume = mounts[str(rules_glob.parent)]
     assert volume["configMap"]["name"] == configmap(docs, "prometheus-rules")["metadata"]["name"]
-    assert fnmatch("alerts.yaml", rules_glob.name), "the rules ConfigMap key must match rule_files"
+    for key in configmap(docs, "prometheus-rules")["data"]:
+        assert fnmatch(key, rules_glob.name), "every rules ConfigMap key must match rule_files"
     # retention is stated, and the size cap stays below the emptyDir's limit (else: eviction)
     assert args["--storage.tsdb.retention.time"]
     data_mount, data_volume = mounts[args["--storage.tsdb.path"]]
@@ -158,7 +159,9 @@ def test_promtool_accepts_the_config_and_rules(docs, tmp_path):
             assert set(sd) <= {"role", "namespaces"} and set(sd["namespaces"]) == {"names"}, sd
             job.setdefault("file_sd_configs", []).append({"files": [str(tmp_path / "none.json")]})
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "alerts.yaml").write_text(configmap(docs, "prometheus-rules")["data"]["alerts.yaml"])
+    for key, text in configmap(docs, "prometheus-rules")["data"].items():
+        (tmp_path / "rules" / key).write_text(text)
+    assert set(configmap(docs, "prometheus-rules")["data"]) == {"alerts.yaml", "slo.yaml"}
     cfg["rule_files"] = [str(tmp_path / "rules" / PurePosixPath(cfg["rule_files"][0]).name)]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     res = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True)

@@ -17,6 +17,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "monitoring"
 ALERTS = MONITORING / "alerts.yaml"
+SLO = MONITORING / "slo.yaml"
+# Every rule file that ships, as compose mounts it (container path -> file of the repository).
+RULE_FILES = {"/etc/prometheus/alerts.yaml": ALERTS, "/etc/prometheus/slo.yaml": SLO}
 ALERT_TESTS = [
     MONITORING / "alerts.test.yaml",
     MONITORING / "alerts.daily.test.yaml",
@@ -40,10 +43,15 @@ def load_yaml(path: Path):
         return yaml.safe_load(f)
 
 
+def rule_groups() -> list[dict]:
+    """Every rule group of the shipped rule files (alerts.yaml, slo.yaml), in file order."""
+    return [group for path in RULE_FILES.values() for group in load_yaml(path)["groups"]]
+
+
 def alert_rules() -> list[dict]:
-    """Every alerting rule of monitoring/alerts.yaml, with its group name added."""
+    """Every alerting rule of the shipped rule files, with its group name added."""
     rules = []
-    for group in load_yaml(ALERTS)["groups"]:
+    for group in rule_groups():
         for rule in group["rules"]:
             if "alert" in rule:
                 rules.append({**rule, "_group": group["name"]})

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from monitoring_support import (
-    ALERTS,
+    SLO,
     DASHBOARD_PROVIDER,
     DATASOURCE,
     DATASOURCE_REF,
@@ -122,12 +122,12 @@ SLO_OBJECTIVE = "orion:api_availability_slo:objective"
 
 def test_slo_panels_read_the_one_objective_and_every_burn_window():
     """Budget and burn rates per namespace, from the objective and the recording rules of
-    monitoring/alerts.yaml (none restated here)."""
+    monitoring/slo.yaml (none restated here)."""
     queries = dict(dashboard_queries()[::-1])  # first query of each panel
     budget = queries[BUDGET_PANEL]
     assert SLO_OBJECTIVE in budget and "sum by (namespace)" in budget and f"[{SLO_PERIOD}]" in budget
     burn = [expr for title, expr in dashboard_queries() if title == BURN_PANEL]
-    records = {r["record"] for g in load_yaml(ALERTS)["groups"] for r in g["rules"] if "record" in r}
+    records = {r["record"] for g in load_yaml(SLO)["groups"] for r in g["rules"] if "record" in r}
     windows = {r.rsplit("ratio_rate", 1)[1] for r in records if ":ratio_rate" in r}
     assert windows == {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}
     used = {m for expr in burn for m in re.findall(r"slo_errors_per_request:ratio_rate(\w+)\{", expr)}
@@ -135,7 +135,7 @@ def test_slo_panels_read_the_one_objective_and_every_burn_window():
     assert all(SLO_OBJECTIVE in expr for expr in burn)
     for expr in burn:
         (name,) = re.findall(r"(namespace_job:\w+:ratio_rate\w+)\{", expr)
-        assert name in records, f"{name} is not a recording rule of alerts.yaml"
+        assert name in records, f"{name} is not a recording rule of slo.yaml"
 
 
 def test_required_metrics_are_on_the_dashboard():

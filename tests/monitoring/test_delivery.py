@@ -4,7 +4,7 @@ Everything runs on 127.0.0.1 on free ports:
 - the real orion-api twice (scraped as namespace orion-prod and as orion-uat: the namespace is a
   scrape-config label, as in compose) and the real orion-worker (orion-uat, every run failing);
 - Debian's prometheus on monitoring/prometheus.yml with the targets, the Alertmanager address and
-  1 s intervals replaced, loading monitoring/alerts.yaml with every `for:` divided by 30
+  1 s intervals replaced, loading monitoring/alerts.yaml and slo.yaml with every `for:` divided by 30
   (1m -> 2s) and nothing else changed;
 - Debian's prometheus-alertmanager 0.25 on monitoring/alertmanager.yml with only each receiver's
   endpoint replaced by a webhook this test serves (/oncall-page, /team-chat, /heartbeat; their
@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitoring_support import ALERTMANAGER_YML, ALERTS, alert_rules, load_yaml, tool
+from monitoring_support import ALERTMANAGER_YML, RULE_FILES, alert_rules, load_yaml, tool
 from test_live import HOST, STARTUP_TIMEOUT, Service, free_port, http_get, wait_for
 
 import test_live
@@ -55,10 +55,10 @@ def parse_duration(text: str) -> int:
     return total
 
 
-def derived_rules() -> dict:
-    """monitoring/alerts.yaml with every `for:` shortened; asserts nothing else differs."""
-    shipped = load_yaml(ALERTS)
-    rules = load_yaml(ALERTS)
+def derived_rules(path: Path) -> dict:
+    """A shipped rule file with every `for:` shortened; asserts nothing else differs."""
+    shipped = load_yaml(path)
+    rules = load_yaml(path)
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
@@ -173,9 +173,11 @@ class DeliveryStack(test_live.Stack):
 
     def prometheus_config(self) -> dict:
         config = super().prometheus_config()
-        rules_path = self.tmp / "alerts.yaml"
-        rules_path.write_text(yaml.safe_dump(derived_rules(), sort_keys=False))
-        config["rule_files"] = [str(rules_path)]
+        config["rule_files"] = []
+        for shipped in RULE_FILES.values():
+            rules_path = self.tmp / shipped.name
+            rules_path.write_text(yaml.safe_dump(derived_rules(shipped), sort_keys=False))
+            config["rule_files"].append(str(rules_path))
         # prod and uat: the namespace comes from the scrape config, as compose's `local` does.
         for scrape in config["scrape_configs"]:
             (static,) = scrape["static_configs"]

@@ -2,7 +2,7 @@
 
 Prometheus runs on monitoring/prometheus.yml with only the target addresses, the intervals
 (1 s instead of 15 s, so the test takes seconds) and the rule file path rewritten; the rule
-file is the shipped monitoring/alerts.yaml itself. Everything listens on 127.0.0.1 on free
+files are the shipped monitoring/alerts.yaml and slo.yaml themselves. Everything listens on 127.0.0.1 on free
 ports and every request goes to 127.0.0.1.
 
 Binaries: $ORION_BIN_DIR (default dist/amd64, the shipped binaries that `make build` lays out
@@ -10,7 +10,7 @@ and `make test-monitoring` builds first). A missing binary or prometheus is a fa
 
 The tests run in file order and share one stack (module-scoped fixture):
  1. both targets up, with the labels the rules aggregate by;
- 2. every rule group of alerts.yaml loaded, every rule evaluated with health "ok";
+ 2. every rule group of alerts.yaml and slo.yaml loaded, every rule evaluated with health "ok";
  3. after some traffic, every dashboard query evaluates without error and the key ones
     return data;
  4. a healthy stack has no pending or firing alert but Watchdog (always firing by design);
@@ -37,12 +37,13 @@ import pytest
 import yaml
 
 from monitoring_support import (
-    ALERTS,
+    RULE_FILES,
     PROMETHEUS_YML,
     REPO,
     alert_rules,
     dashboard_queries,
     load_yaml,
+    rule_groups,
     substitute_grafana_variables,
     tool,
 )
@@ -191,8 +192,8 @@ class Stack:
         """The shipped compose config with targets, intervals and rule path rewritten."""
         config = load_yaml(PROMETHEUS_YML)
         config["global"].update({"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"})
-        assert config["rule_files"] == ["/etc/prometheus/alerts.yaml"]
-        config["rule_files"] = [str(ALERTS)]
+        assert config["rule_files"] == list(RULE_FILES)
+        config["rule_files"] = [str(path) for path in RULE_FILES.values()]
         ports = {"api": self.api_port, "worker": self.worker_port}
         for scrape in config["scrape_configs"]:
             (static,) = scrape["static_configs"]
@@ -311,7 +312,7 @@ def test_targets_up_with_rule_labels(stack):
 
 
 def test_every_rule_loaded_and_healthy(stack):
-    shipped = load_yaml(ALERTS)["groups"]
+    shipped = rule_groups()
 
     def all_evaluated():
         groups = stack.api_get("rules")["groups"]
@@ -319,8 +320,9 @@ def test_every_rule_loaded_and_healthy(stack):
         return groups if rules and all(r["health"] != "unknown" for r in rules) else None
 
     groups = wait_for("every rule evaluated", all_evaluated, STARTUP_TIMEOUT)
-    # Prometheus lists a file's groups by name.
+    # Prometheus lists the groups file by file, each file's by name: compare by name.
     shipped = sorted(shipped, key=lambda g: g["name"])
+    groups = sorted(groups, key=lambda g: g["name"])
     assert [g["name"] for g in groups] == [g["name"] for g in shipped]
     for loaded, source in zip(groups, shipped):
         assert len(loaded["rules"]) == len(source["rules"]), loaded["name"]

@@ -1,13 +1,13 @@
 """The compose Prometheus config: what docker-compose.yml and the alert rules rely on."""
 
-from monitoring_support import PROMETHEUS_YML, load_yaml
+from monitoring_support import PROMETHEUS_YML, RULE_FILES, load_yaml
 
 
 def test_compose_scrape_config():
     config = load_yaml(PROMETHEUS_YML)
     assert config["global"]["scrape_interval"] == "15s"
-    # docker-compose.yml mounts monitoring/alerts.yaml exactly here.
-    assert config["rule_files"] == ["/etc/prometheus/alerts.yaml"]
+    # docker-compose.yml mounts monitoring/alerts.yaml and slo.yaml exactly here.
+    assert config["rule_files"] == list(RULE_FILES)
     jobs = {scrape["job_name"]: scrape for scrape in config["scrape_configs"]}
     assert set(jobs) == {"api", "worker"}, "the rules select job=\"api\" / job=\"worker\""
     expected = {"api": "api:8000", "worker": "worker:9091"}
