@@ -318,6 +318,49 @@ impl Guard {
         }
     }
 
+    /// Whether `peer` has a connection we know of (in our table) that we did
+    /// not close: then a request from `peer` may be that connection's
+    /// (cheap, no system call).
+    pub fn knows_open_conn(&self, peer: SocketAddr) -> bool {
+        // One lock at a time (rescan takes conns, then closed).
+        let inodes: Vec<u64> = {
+            let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns
+                .iter()
+                .filter(|(_, c)| c.sock.peer == peer)
+                .map(|(ino, _)| *ino)
+                .collect()
+        };
+        if inodes.is_empty() {
+            return false;
+        }
+        let closed = self.inner.closed.lock().unwrap_or_else(|e| e.into_inner());
+        inodes.iter().any(|ino| !closed.contains_key(ino))
+    }
+
+    /// Whether, right now (a /proc scan), `peer` has a connected socket we
+    /// did not close (it connected again from the same port), or none of
+    /// the sockets we closed for it exists any more.
+    pub fn peer_reconnected_or_gone(&self, peer: SocketAddr) -> bool {
+        let closed: Vec<u64> = self
+            .inner
+            .closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, p)| **p == peer)
+            .map(|(ino, _)| *ino)
+            .collect();
+        let again = sys::client_sockets(self.inner.port, self.inner.listener_fd)
+            .iter()
+            .any(|s| s.peer == peer && !closed.contains(&s.inode));
+        if again || closed.is_empty() {
+            return true;
+        }
+        let alive = sys::socket_inodes();
+        !closed.iter().any(|ino| alive.contains(ino))
+    }
+
     /// Whether a socket we closed for `peer` still exists (tiny_http still
     /// holds it, so requests it parsed from it may still arrive).
     pub fn closed_socket_alive(&self, peer: SocketAddr) -> bool {

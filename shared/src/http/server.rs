@@ -236,12 +236,17 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
                 .copied()
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
             let mut lanes = app.lanes();
-            // A closed lane whose socket is gone belongs to a connection
-            // that cannot send anything any more: this request comes from a
-            // new connection from the same address and port.
-            // (Checked at most once a second per lane: the /proc scan runs
-            // under the turn lock.)
-            if lanes.due_for_check(&peer, Instant::now()) && !app.guard.closed_socket_alive(peer) {
+            // A closed lane discards what its connection still sends. But
+            // clients reuse ports quickly (a proxy's pool, a load test): a
+            // request from the same address and port is a new connection's
+            // once we know of an open connection from there that we did not
+            // close (our table; else a /proc scan, at most every 2 ms per
+            // lane), or once the closed socket is gone.
+            if lanes.is_closed_idle(&peer)
+                && (app.guard.knows_open_conn(peer)
+                    || (lanes.due_for_check(&peer, Instant::now())
+                        && app.guard.peer_reconnected_or_gone(peer)))
+            {
                 lanes.retain_open(|k| *k != peer);
             }
             (peer, lanes.admit(peer, rq))
