@@ -329,12 +329,25 @@ def _verify(ports: dict[str, int], grafana: str, timeout: int) -> subprocess.Com
         capture_output=True, text=True, timeout=timeout + 30)
 
 
+def _make_up_verify_command() -> str:
+    """The verify_stack.py command line of `make up` (mk/images.mk), as the shell will run it."""
+    text = (REPO / "mk" / "images.mk").read_text()
+    start = text.index("python3 monitoring/verify_stack.py")
+    command = text[start:text.index("||", start)]
+    return re.sub(r"\\\n\s*", " ", command).replace("$$", "$").replace("$(UP_TIMEOUT)", "60").strip()
+
+
 def test_make_up_verification_of_the_compose_stack(monitored_stack):
-    """What `make up` runs after start: one line per check, exit 0 on the compose stack."""
+    """What `make up` runs after start, exactly its command line from mk/images.mk: one line per
+    check, exit 0 on the compose stack."""
     ports, *_ = monitored_stack
     grafana = _FakeGrafana()
+    grafana_port = grafana.url.rsplit(":", 1)[1]
+    env = {**os.environ, "host": "127.0.0.1", "PROMETHEUS_PORT": str(ports["prometheus"]),
+           "ALERTMANAGER_PORT": str(ports["alertmanager"]), "GRAFANA_PORT": grafana_port}
     try:
-        r = _verify(ports, grafana.url, 60)
+        r = subprocess.run(["bash", "-c", _make_up_verify_command()], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=120)
     finally:
         grafana.close()
     lines = r.stdout.splitlines()
