@@ -262,6 +262,57 @@ fn unsupported_versions_that_reach_a_handler_get_505_and_close() {
     );
 }
 
+/// `HTTP/2.0` in a request line deadlocks tiny_http's connection thread for
+/// good (ARCHITECTURE.md, Known limits): the client gets the guard's 408 and
+/// the close, the wedged connection is counted, and once wedged connections
+/// reach HTTP_MAX_CONNECTIONS the process exits 1 to be restarted rather than
+/// run out of descriptors.
+#[test]
+fn http_2_request_lines_are_timed_out_counted_as_wedged_and_bounded_by_a_restart() {
+    let mut api = Api::start(&[
+        ("HTTP_HEADER_TIMEOUT", "300ms"),
+        ("HTTP_MAX_CONNECTIONS", "4"),
+    ]);
+    let wedge = |n: usize| {
+        for _ in 0..n {
+            let mut s = api.connect();
+            s.write_all(b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let (got, closed) = read_for(&mut s, Duration::from_secs(5));
+            let text = String::from_utf8_lossy(&got);
+            assert!(closed, "{text:?}");
+            assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+        }
+    };
+    wedge(3);
+    // Counted once held for 5 s (and found by a rescan, every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        seen = sample(&api.metrics(), "http_connections_wedged");
+        if seen == Some(3.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(seen, Some(3.0), "http_connections_wedged");
+    assert_eq!(
+        api.get("/health").status,
+        200,
+        "still serving below the cap"
+    );
+    wedge(1);
+    let (status, _) = api
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits once 4 connections are wedged");
+    assert_eq!(status.code(), Some(1));
+    let log = api.stdout_lines().join("\n") + &api.stderr_lines().join("\n");
+    assert!(
+        log.contains("4 connections wedged in tiny_http"),
+        "no restart reason in the log: {log}"
+    );
+}
+
 /// The header limit for heads sent in one write, which tiny_http parses
 /// before the guard sees their size.
 #[test]

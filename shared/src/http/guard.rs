@@ -89,6 +89,12 @@ const IDLE_AFTER: Duration = Duration::from_secs(30);
 const IDLE_RESCAN: Duration = Duration::from_secs(15);
 /// Wake-ups are coalesced: under load the guard runs at most once per this.
 const COALESCE: Duration = Duration::from_millis(2);
+/// A socket we shut down that tiny_http still holds after this long is
+/// wedged: its thread is not blocked on the socket (that would have ended at
+/// once with the shutdown) but on something that never returns, such as the
+/// writer deadlock an `HTTP/2.0` request line causes (ARCHITECTURE.md, Known
+/// limits). Legitimate holders let go within milliseconds.
+const WEDGED_AFTER: Duration = Duration::from_secs(5);
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_WAKE: u64 = u64::MAX - 1;
@@ -137,6 +143,7 @@ struct Metrics {
     open: IntGauge,
     closed: IntCounterVec,
     kicks: IntCounter,
+    wedged: IntGauge,
 }
 
 struct Inner {
@@ -151,6 +158,9 @@ struct Inner {
     /// (inode → peer); kept while the socket exists at all (a closed one's
     /// `getpeername` fails, so the peer is remembered here).
     closed: Mutex<HashMap<u64, SocketAddr>>,
+    /// When each socket in `closed` was first seen there by a rescan (only
+    /// the guard thread touches it; a Mutex keeps `Inner` Sync).
+    closed_seen: Mutex<HashMap<u64, Instant>>,
     metrics: Metrics,
     stop: AtomicBool,
     draining: AtomicBool,
@@ -202,11 +212,17 @@ impl Guard {
             "Fresh tiny_http pool threads the guard started for connections no thread was reading.",
         )
         .expect("metric");
+        let wedged = IntGauge::new(
+            "http_connections_wedged",
+            "Connections the guard closed whose tiny_http thread never let go (e.g. after an HTTP/2.0 request line).",
+        )
+        .expect("metric");
         for c in [
             Box::new(open.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(max),
             Box::new(closed.clone()),
             Box::new(kicks.clone()),
+            Box::new(wedged.clone()),
         ] {
             registry
                 .register(c)
@@ -226,10 +242,12 @@ impl Guard {
             activity: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             closed: Mutex::new(HashMap::new()),
+            closed_seen: Mutex::new(HashMap::new()),
             metrics: Metrics {
                 open,
                 closed,
                 kicks,
+                wedged,
             },
             stop: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -637,6 +655,7 @@ impl Inner {
             let alive = sys::socket_inodes();
             closed.retain(|ino, _| alive.contains(ino));
         }
+        self.check_wedged(&closed, now);
         for s in found {
             if conns.contains_key(&s.inode) || closed.contains_key(&s.inode) {
                 continue;
@@ -675,6 +694,28 @@ impl Inner {
         drop(activity);
         self.metrics.open.set(open as i64);
         discovered
+    }
+
+    /// Counts the closed sockets tiny_http never let go of; when they would
+    /// eat into the descriptors reserved for open connections, the process
+    /// must restart to get its threads and descriptors back (nothing else
+    /// can free them).
+    fn check_wedged(&self, closed: &HashMap<u64, SocketAddr>, now: Instant) {
+        let mut seen = self.closed_seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|ino, _| closed.contains_key(ino));
+        for ino in closed.keys() {
+            seen.entry(*ino).or_insert(now);
+        }
+        let n = wedged(seen.values().copied(), now, WEDGED_AFTER);
+        drop(seen);
+        self.metrics.wedged.set(n as i64);
+        // While draining the stop is under way anyway (and exits 0).
+        if self.draining.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(why) = wedged_verdict(n, self.limits.max_connections) {
+            (self.on_fatal)(why);
+        }
     }
 
     /// `peer`'s socket: from our table, else from a fresh scan (not found
@@ -951,6 +992,27 @@ fn send_check(
     }
 }
 
+/// How many of the closed sockets first seen at `seen` are still held
+/// `after` later (the caller drops the ones that are gone).
+fn wedged(seen: impl IntoIterator<Item = Instant>, now: Instant, after: Duration) -> usize {
+    seen.into_iter()
+        .filter(|t| now.saturating_duration_since(*t) >= after)
+        .count()
+}
+
+/// Restart once wedged connections are as many as the cap on open ones: the
+/// fd budget checked at start reserves descriptors for `max_connections`
+/// connections, and wedged ones (outside the cap) would take them next.
+/// Until then a wedged thread costs a stack and two descriptors, which is
+/// cheaper than a restart an attacker could trigger with a few requests.
+fn wedged_verdict(wedged: usize, max_connections: usize) -> Option<String> {
+    (wedged >= max_connections.max(1)).then(|| {
+        format!(
+            "{wedged} connections wedged in tiny_http (at least HTTP_MAX_CONNECTIONS={max_connections}); restarting to free their threads and descriptors"
+        )
+    })
+}
+
 /// Every `reason` of `http_connections_closed_total` (all exported from 0).
 pub const CLOSE_REASONS: [&str; 9] = [
     "header_timeout",
@@ -975,6 +1037,34 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_closed_socket_is_wedged_only_once_held_for_wedged_after() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let after = Duration::from_secs(5);
+        assert_eq!(wedged([], at(60_000), after), 0);
+        // Seen at 0 and at 1 s: at 4.999 s neither, at 5 s one, at 6 s both.
+        let seen = [at(0), at(1_000)];
+        assert_eq!(wedged(seen, at(4_999), after), 0);
+        assert_eq!(wedged(seen, at(5_000), after), 1);
+        assert_eq!(wedged(seen, at(6_000), after), 2);
+        // A clock that reads earlier than a record never counts it.
+        assert_eq!(wedged([at(10_000)], at(0), after), 0);
+    }
+
+    #[test]
+    fn wedged_connections_restart_the_process_at_the_connection_cap() {
+        assert_eq!(wedged_verdict(0, 512), None);
+        assert_eq!(wedged_verdict(511, 512), None);
+        let why = wedged_verdict(512, 512).expect("at the cap");
+        assert!(why.contains("512 connections wedged"), "{why}");
+        assert!(why.contains("HTTP_MAX_CONNECTIONS=512"), "{why}");
+        assert!(wedged_verdict(600, 512).is_some());
+        // A cap of 0 cannot be configured, but must not restart on nothing.
+        assert_eq!(wedged_verdict(0, 0), None);
+        assert!(wedged_verdict(1, 0).is_some());
+    }
 
     #[test]
     fn send_timeout_counts_from_the_last_acknowledged_byte() {
