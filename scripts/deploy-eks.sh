@@ -137,7 +137,7 @@ phase=apply
 "$KUBECTL" apply -f "$manifest"
 
 phase=rollout
-if ! orion_rollout "$ns" api worker || ! orion_rollout monitoring prometheus grafana; then
+if ! orion_rollout "$ns" api worker || ! orion_rollout monitoring prometheus alertmanager grafana; then
   orion_diagnostics "$ns" monitoring
   exit 1
 fi

@@ -173,8 +173,8 @@ cmd_up() {
 
   PHASE=rollout
   orion_rollout "$NS" api worker
-  orion_rollout monitoring prometheus grafana
-  orion_result rollout "ok (api, worker in $NS; prometheus, grafana in monitoring)"
+  orion_rollout monitoring prometheus alertmanager grafana
+  orion_result rollout "ok (api, worker in $NS; prometheus, alertmanager, grafana in monitoring)"
 
   PHASE=smoke
   orion_smoke "$NS"

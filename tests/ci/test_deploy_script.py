@@ -479,6 +479,21 @@ def test_eks_preflight_passes_then_applies_in_order(tmp_path):
     assert "preflight ok" in res.stderr and not preflight_lines(res)
 
 
+def test_eks_waits_for_every_deployment_of_the_app_and_the_monitoring_stack(tmp_path):
+    _, calls, _ = eks(tmp_path, rollout_fails=False)
+    rollouts = [c.split(" --timeout")[0] for c in calls if " rollout status " in c]
+    assert rollouts == [
+        "kubectl -n orion-prod rollout status deployment/api",
+        "kubectl -n orion-prod rollout status deployment/worker",
+        "kubectl -n monitoring rollout status deployment/prometheus",
+        "kubectl -n monitoring rollout status deployment/alertmanager",
+        "kubectl -n monitoring rollout status deployment/grafana",
+    ]
+    rendered = (tmp_path / "out" / "monitoring.eks.yaml").read_text()
+    deployments = {d["metadata"]["name"] for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"}
+    assert deployments == {"prometheus", "alertmanager", "grafana"}, "rollout list out of date"
+
+
 @pytest.mark.parametrize("case,want", [
     (dict(daemonsets=NETPOL_OFF), "NetworkPolicies would not be enforced: the VPC CNI (aws-node) has network policy off"),
     (dict(daemonsets={"items": []}), "NetworkPolicies would not be enforced: no NetworkPolicy-enforcing CNI"),
