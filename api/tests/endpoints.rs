@@ -224,12 +224,12 @@ fn promtool_accepts_the_metrics() {
 
 #[test]
 fn logs_are_json_lines_with_request_fields_and_probes_at_debug() {
-    let api = Api::start(&[("NODE_ENV", "production")]);
+    let mut api = Api::start(&[("NODE_ENV", "production")]);
     api.get("/");
     api.get("/health");
     api.get("/nope\"quote");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let lines = api.stdout_lines();
+    // Every line the process writes, up to its exit (no wait that may be short).
+    let lines = api.stop_and_collect();
     assert!(!lines.is_empty());
     let parsed: Vec<serde_json::Value> = lines
         .iter()
@@ -268,17 +268,15 @@ fn logs_are_json_lines_with_request_fields_and_probes_at_debug() {
 fn log_level_debug_shows_probes_and_warn_hides_requests() {
     let api = Api::start(&[("LOG_LEVEL", "debug")]);
     api.get("/health");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(api
-        .stdout_lines()
-        .iter()
-        .any(|l| l.contains("\"route\":\"/health\"") && l.contains("\"level\":\"debug\"")));
+    api.wait_log(std::time::Duration::from_secs(10), |l| {
+        l.contains("\"route\":\"/health\"") && l.contains("\"level\":\"debug\"")
+    });
 
-    let api = Api::start(&[("LOG_LEVEL", "warn")]);
+    let mut api = Api::start(&[("LOG_LEVEL", "warn")]);
     api.get("/");
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Every line up to the exit: a request line cannot still be on its way.
     assert!(!api
-        .stdout_lines()
+        .stop_and_collect()
         .iter()
         .any(|l| l.contains("\"message\":\"request\"")));
 }

@@ -12,7 +12,10 @@ use common::*;
 
 #[test]
 fn requests_in_flight_when_sigterm_lands_all_complete() {
-    let mut api = Api::start(&[("SHUTDOWN_TIMEOUT", "10s")]);
+    let mut api = Api::start(&[
+        ("SHUTDOWN_TIMEOUT", "10s"),
+        ("LOG_LEVEL", "info,orion_shared::http::guard=trace"),
+    ]);
     // 20 requests half-sent (the server has their connections and some bytes).
     let mut conns: Vec<TcpStream> = (0..20)
         .map(|_| {
@@ -32,10 +35,27 @@ fn requests_in_flight_when_sigterm_lands_all_complete() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // The guard knows every one of them (so the drain must wait for them).
+    for s in conns.iter().chain(idle.iter()) {
+        api.wait_guard_found(s);
+    }
     let t0 = Instant::now();
     api.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(300));
+    api.wait_log(Duration::from_secs(5), is_shutdown_line);
+    // New connections are refused while the in-flight requests are still
+    // waiting for their last bytes (SHUTDOWN_DELAY is 0).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(api.addr()).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        api.child.try_wait().unwrap().is_none(),
+        "exited with requests in flight"
+    );
     for s in conns.iter_mut() {
         s.write_all(b"yes\r\n\r\n").unwrap();
     }
@@ -63,7 +83,8 @@ fn readiness_fails_at_once_and_serving_continues_for_the_delay() {
     assert_eq!(api.get("/ready").status, 200);
     let t0 = Instant::now();
     api.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(100));
+    // Readiness is 503 by the time the shutdown is logged.
+    api.wait_log(Duration::from_secs(1), is_shutdown_line);
     let r = api.get("/ready");
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["status"], "shutting down");
@@ -83,11 +104,15 @@ fn readiness_fails_at_once_and_serving_continues_for_the_delay() {
 
 #[test]
 fn a_request_that_never_completes_does_not_hold_the_process_past_the_timeout() {
-    let mut api = Api::start(&[("SHUTDOWN_TIMEOUT", "1s"), ("HTTP_HEADER_TIMEOUT", "30s")]);
+    let mut api = Api::start(&[
+        ("SHUTDOWN_TIMEOUT", "1s"),
+        ("HTTP_HEADER_TIMEOUT", "30s"),
+        ("LOG_LEVEL", "info,orion_shared::http::guard=trace"),
+    ]);
     let mut s = api.connect();
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Forever: ")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    api.wait_guard_found(&s);
     let t0 = Instant::now();
     api.signal(libc::SIGTERM);
     api.assert_exits_cleanly();
@@ -112,7 +137,8 @@ fn sigint_behaves_like_sigterm_and_a_second_signal_exits_at_once() {
 
     let mut api = Api::start(&[("SHUTDOWN_DELAY", "60s")]);
     api.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(200));
+    // The first signal has been handled (its delay began).
+    api.wait_log(Duration::from_secs(5), is_shutdown_line);
     assert!(
         api.child.try_wait().unwrap().is_none(),
         "exited before its delay"
@@ -123,4 +149,9 @@ fn sigint_behaves_like_sigterm_and_a_second_signal_exits_at_once() {
         .expect("second signal ignored");
     assert_eq!(status.code(), Some(130));
     assert!(took < Duration::from_secs(1));
+}
+
+/// The line the API logs when a stop signal has been handled.
+fn is_shutdown_line(l: &str) -> bool {
+    l.contains("\"message\":\"shutting down: readiness is 503")
 }

@@ -12,7 +12,7 @@ fn accept_backlog_counts_unaccepted_connections() {
     let addr = l.local_addr().unwrap();
     assert_eq!(sys::accept_backlog(l.as_raw_fd()), Some(0));
     let _c: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    poll_until(|| sys::accept_backlog(l.as_raw_fd()) == Some(3));
     assert_eq!(sys::accept_backlog(l.as_raw_fd()), Some(3));
     let (_a, _) = l.accept().unwrap();
     assert_eq!(sys::accept_backlog(l.as_raw_fd()), Some(2));
@@ -29,7 +29,7 @@ fn client_sockets_and_tcp_snapshot() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].peer, peer);
     c.write_all(b"hello").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    poll_until(|| sys::tcp_snapshot(server_side.as_raw_fd()).is_some_and(|s| s.unread == 5));
     let snap = sys::tcp_snapshot(server_side.as_raw_fd()).unwrap();
     assert_eq!(snap.bytes_received, 5);
     assert_eq!(snap.unread, 5);
@@ -58,4 +58,13 @@ fn a_send_timeout_on_the_listener_is_inherited_and_leaves_accept_blocking() {
         Some(std::time::Duration::from_millis(300))
     );
     assert_eq!(accepted.read_timeout().unwrap(), None);
+}
+
+/// Polls `cond` every millisecond for up to 5 s (then the assertion that
+/// follows reports the state).
+fn poll_until(cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }

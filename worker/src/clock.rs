@@ -131,7 +131,26 @@ mod tests {
             c.wait_slice(Duration::from_millis(3)),
             Duration::from_millis(3)
         );
-        let a = c.elapsed();
-        assert!(c.elapsed() >= a);
+    }
+
+    #[test]
+    fn system_clock_follows_real_time() {
+        let before = Instant::now();
+        let wall_before = Utc::now();
+        let c = SystemClock::new();
+        let after = Instant::now();
+        std::thread::sleep(Duration::from_millis(30));
+        let asked = Instant::now();
+        let e = c.elapsed();
+        // Measured from its creation: at least the time since `after`, at
+        // most the time since `before`.
+        assert!(e >= asked - after, "{e:?} < {:?}", asked - after);
+        assert!(e >= Duration::from_millis(30), "{e:?}");
+        assert!(e <= before.elapsed(), "{e:?}");
+        let later = c.elapsed();
+        assert!(later >= e);
+        // The wall clock is the system's.
+        let now = c.now();
+        assert!(wall_before <= now && now <= Utc::now(), "{now}");
     }
 }

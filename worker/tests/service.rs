@@ -32,9 +32,6 @@ const SHARED_METRICS: &[&str] = &[
     "process_threads",
 ];
 
-/// `promtool check metrics` must report nothing. promtool is optional on a workstation, required
-/// in CI (a missing tool there is a failure, not a skip).
-
 #[test]
 fn runs_at_start_serves_health_ready_metrics_and_stops_on_sigterm_within_a_second() {
     let mut w = Worker::start(&[
@@ -88,6 +85,8 @@ fn runs_at_start_serves_health_ready_metrics_and_stops_on_sigterm_within_a_secon
     assert!(metrics.contains("worker_job_duration_seconds_bucket{le=\"600\"}"));
     assert!(metrics.contains("orion_build_info{commit="));
     assert!(metrics.contains("service=\"worker\""));
+    // `promtool check metrics` must report nothing. promtool is optional on a workstation,
+    // required in CI (a missing tool there is a failure, not a skip).
     orion_shared::testing::assert_promtool_accepts(&metrics);
 
     w.signal(libc::SIGTERM);
@@ -125,12 +124,16 @@ fn failures_are_counted_and_logged() {
 
 #[test]
 fn run_on_start_false_waits_for_the_schedule() {
-    let w = Worker::start(&[("CRON_SCHEDULE", "@yearly"), ("RUN_ON_START", "false")]);
+    let mut w = Worker::start(&[("CRON_SCHEDULE", "@yearly"), ("RUN_ON_START", "false")]);
     w.wait_log("worker started", Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(w.log_with("job started").is_none());
     let metrics = w.get("/metrics").unwrap().1;
     assert_eq!(sample(&metrics, "worker_jobs_success_total"), Some(0.0));
+    // Stop it and read its log to the end: no job ran at any point.
+    w.signal(libc::SIGTERM);
+    let (status, _) = w.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    w.wait_log("worker stopped", Duration::from_secs(5));
+    assert!(w.log_with("job started").is_none(), "{:?}", w.logs());
 }
 
 #[test]

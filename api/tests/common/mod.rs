@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,12 +19,21 @@ pub struct Api {
     pub port: u16,
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// Set once the child's stdout reached EOF (every line is in `stdout`).
+    pub stdout_done: Arc<AtomicBool>,
 }
 
-fn collect(r: impl Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>) {
+fn collect(
+    r: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    done: Option<Arc<AtomicBool>>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines().map_while(Result::ok) {
             sink.lock().unwrap().push(line);
+        }
+        if let Some(done) = done {
+            done.store(true, Ordering::SeqCst);
         }
     });
 }
@@ -41,13 +51,19 @@ impl Api {
         let mut child = cmd.spawn().expect("spawn orion-api");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), stdout.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
+        let stdout_done = Arc::new(AtomicBool::new(false));
+        collect(
+            child.stdout.take().unwrap(),
+            stdout.clone(),
+            Some(stdout_done.clone()),
+        );
+        collect(child.stderr.take().unwrap(), stderr.clone(), None);
         let api = Api {
             child,
             port,
             stdout,
             stderr,
+            stdout_done,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -106,6 +122,45 @@ impl Api {
 
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for a stdout line matching `pred` and returns
+    /// it; panics with the log so far if none comes.
+    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.stdout_lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching log line within {timeout:?}; stdout:\n{}",
+                self.stdout_lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the guard has logged (at trace level) that it found the
+    /// connection whose client side is `s`.
+    pub fn wait_guard_found(&self, s: &TcpStream) {
+        let peer = format!("\"peer\":\"{}\"", s.local_addr().unwrap());
+        self.wait_log(Duration::from_secs(10), |l| {
+            l.contains("guard: new connection") && l.contains(&peer)
+        });
+    }
+
+    /// Stops the process (SIGTERM), waits for it to exit and for its stdout
+    /// to reach EOF; returns every stdout line it wrote.
+    pub fn stop_and_collect(&mut self) -> Vec<String> {
+        self.signal(libc::SIGTERM);
+        self.assert_exits_cleanly();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stdout_done.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "stdout not closed after exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.stdout_lines()
     }
 
     pub fn signal(&self, sig: i32) {
