@@ -1,6 +1,7 @@
 //! The API's configuration: the shared settings plus its port.
 
-use orion_shared::config::{CommonConfig, ConfigError, Env};
+use orion_shared::config::{ConfigError, Env};
+use orion_shared::service::CommonConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {

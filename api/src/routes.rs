@@ -46,5 +46,5 @@ pub fn router(environment: &str, shutdown: Shutdown, registry: Registry) -> Rout
             )
         })
         .get("/", move || info.clone())
-        .get_quiet("/metrics", move || orion_shared::metrics::reply(&registry))
+        .get_quiet("/metrics", move || Reply::metrics(&registry))
 }

@@ -8,6 +8,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod service;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -39,11 +39,6 @@ pub fn new_registry(service: &str) -> Registry {
 /// Text exposition format 0.0.4, the content type Prometheus expects.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The `/metrics` answer both services serve.
-pub fn reply(registry: &Registry) -> crate::http::Reply {
-    crate::http::Reply::bytes(200, CONTENT_TYPE, encode(registry))
-}
-
 pub fn encode(registry: &Registry) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 * 1024);
     if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut out) {

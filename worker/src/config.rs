@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use orion_shared::config::{CommonConfig, ConfigError, Env};
+use orion_shared::config::{ConfigError, Env};
+use orion_shared::service::CommonConfig;
 
 use crate::schedule::{self, Schedule};
 

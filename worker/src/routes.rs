@@ -22,9 +22,7 @@ pub fn router(state: Arc<State>) -> Router {
     Router::new()
         .get_quiet("/health", move || health(&h))
         .get_quiet("/ready", move || ready(&r))
-        .get_quiet("/metrics", move || {
-            orion_shared::metrics::reply(&m.registry)
-        })
+        .get_quiet("/metrics", move || Reply::metrics(&m.registry))
 }
 
 /// Liveness: 200 while the scheduler loop heartbeats and no job hangs, else 503 with the reason.

@@ -1,0 +1,136 @@
+//! [`HttpConfig`]: the serving layer's settings, from the environment, and
+//! the open-files budget they need.
+
+use std::time::Duration;
+
+use super::sys;
+use crate::config::{ConfigError, Env};
+
+/// Settings of the serving layer (all from the environment).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Handler threads taking requests from tiny_http's queue.
+    pub threads: usize,
+    /// A request must be complete this long after the connection opened or
+    /// after its previous response.
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Cap on open client connections.
+    pub max_connections: usize,
+    /// Request bodies above this get 413 (none of our routes take a body).
+    pub max_body_bytes: u64,
+    /// Request line plus headers above this get 431.
+    pub max_header_bytes: u64,
+    /// A connection whose peer accepts no response byte for this long is
+    /// reset (`reason="send_timeout"`).
+    pub send_timeout: Duration,
+    /// Requests of one connection admitted and unanswered, at most (see
+    /// `lanes`); the next one closes it after those are answered.
+    pub pipeline_depth: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            threads: default_threads(),
+            header_timeout: Duration::from_secs(10),
+            // Longer than the idle timeouts of the proxies in front of us
+            // (AWS ALB 60 s, nginx upstream keepalive 60 s), so the proxy
+            // always closes first and never sends on a connection we just
+            // closed (the classic keep-alive race that shows as 502s).
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 512,
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            // As long as a client may take to send its request (the header
+            // timeout): a peer that accepts no byte of a few-KiB answer for
+            // 10 s is gone or hostile, and meanwhile it holds one of as few
+            // as two handlers (README, Configuration; nginx waits 60 s, but
+            // nginx does not spend a thread per blocked write).
+            send_timeout: Duration::from_secs(10),
+            pipeline_depth: 16,
+        }
+    }
+}
+
+/// One handler per core (at least two, so one slow client write cannot hold
+/// every request). Handlers run microseconds of CPU and never wait on
+/// anything but the response write; more threads than cores only add
+/// wake-ups: with 2 cores, 4 handlers did about 7 % fewer requests/s than 2
+/// in the benchmark (README, Benchmarks). `available_parallelism` honours a
+/// container's cgroup CPU quota.
+fn default_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cpus.clamp(2, 16)
+}
+
+impl HttpConfig {
+    pub fn from_env(env: &Env) -> Result<HttpConfig, ConfigError> {
+        let d = HttpConfig::default();
+        let hour = Duration::from_secs(3600);
+        let cfg = HttpConfig {
+            threads: env.int("HTTP_THREADS", d.threads as u64, 1, 256)? as usize,
+            header_timeout: env.duration("HTTP_HEADER_TIMEOUT", d.header_timeout, hour)?,
+            idle_timeout: env.duration("HTTP_IDLE_TIMEOUT", d.idle_timeout, hour)?,
+            max_connections: env.int(
+                "HTTP_MAX_CONNECTIONS",
+                d.max_connections as u64,
+                1,
+                100_000,
+            )? as usize,
+            send_timeout: env.duration("HTTP_SEND_TIMEOUT", d.send_timeout, hour)?,
+            pipeline_depth: env.int("HTTP_PIPELINE_DEPTH", d.pipeline_depth as u64, 1, 1024)?
+                as usize,
+            ..d
+        };
+        for (name, v) in [
+            ("HTTP_HEADER_TIMEOUT", cfg.header_timeout),
+            ("HTTP_IDLE_TIMEOUT", cfg.idle_timeout),
+            ("HTTP_SEND_TIMEOUT", cfg.send_timeout),
+        ] {
+            if v < Duration::from_millis(100) {
+                return Err(ConfigError::new(
+                    name,
+                    env.raw(name).unwrap_or(""),
+                    "a duration of at least 100ms",
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Raises the soft open-files limit to the hard one and checks the
+    /// connection cap fits it (see [`HttpConfig::check_fd_budget`]); returns
+    /// the limit in force. Both services call this before serving.
+    pub fn prepare_fd_limit(&self) -> Result<u64, ConfigError> {
+        let nofile = match sys::raise_nofile_limit() {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!(error = e.to_string().as_str(); "could not raise the open-files limit; assuming 1024");
+                1024
+            }
+        };
+        self.check_fd_budget(nofile)?;
+        Ok(nofile)
+    }
+
+    /// The open-files budget: tiny_http holds two descriptors per
+    /// connection, plus listener, epoll, stdio and friends. Exceeding the
+    /// limit makes accept fail with EMFILE, which ends tiny_http's accept
+    /// loop for good, so the cap must stay well below it.
+    pub fn check_fd_budget(&self, nofile: u64) -> Result<(), ConfigError> {
+        let needed = self.max_connections as u64 * 2 + 64;
+        if needed > nofile {
+            return Err(ConfigError::new(
+                "HTTP_MAX_CONNECTIONS",
+                &self.max_connections.to_string(),
+                format!(
+                    "at most {} with the open-files limit of {nofile} (2 fds per connection + 64)",
+                    nofile.saturating_sub(64) / 2
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
