@@ -61,7 +61,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -306,7 +306,7 @@ impl Guard {
     pub fn shut_read(&self, peer: Option<SocketAddr>) -> Option<ClientSocket> {
         let s = self.inner.find(peer?)?;
         let fd = current_fd(&s)?;
-        sys::shutdown(fd.as_raw_fd(), true, false);
+        sys::shutdown(fd.as_fd(), true, false);
         let mut conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = conns.get_mut(&s.inode) {
             c.read_shut = true;
@@ -481,11 +481,15 @@ impl Inner {
         // wake-up, which is lost when tiny_http accepts before we look, and
         // by a SIGIO that is not (sys::AcceptSignal). Dropped on every return,
         // which disarms it.
-        let accept_signal = sys::AcceptSignal::arm(self.listener_fd).and_then(|s| {
-            self.epoll
-                .add(s.fd(), TOKEN_ACCEPTED, sys::READABLE | sys::EDGE)
-                .map(|()| s)
-        });
+        let accept_signal = self
+            .listener_inode
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADF))
+            .and_then(|inode| sys::AcceptSignal::arm(self.listener_fd, inode))
+            .and_then(|s| {
+                self.epoll
+                    .add(s.fd(), TOKEN_ACCEPTED, sys::READABLE | sys::EDGE)
+                    .map(|()| s)
+            });
         let accept_signal = match accept_signal {
             Ok(s) => Some(s),
             Err(e) => {
@@ -780,11 +784,11 @@ impl Inner {
             log::debug!(peer = s.peer.to_string().as_str(), reason = reason; "connection closed by guard");
         }
         if let Some(r) = response {
-            sys::send_nowait(s.fd, r);
+            sys::send_nowait(fd.as_fd(), r);
         }
-        sys::shutdown(s.fd, true, true);
+        sys::shutdown(fd.as_fd(), true, true);
         if abort {
-            sys::abort(s.fd);
+            sys::abort(fd.as_fd());
         }
     }
 
@@ -864,7 +868,9 @@ impl Inner {
                 }
                 if now >= limit && !c.read_shut {
                     c.read_shut = true;
-                    sys::shutdown(c.sock.fd, true, false);
+                    if let Some(fd) = current_fd(&c.sock) {
+                        sys::shutdown(fd.as_fd(), true, false);
+                    }
                     self.metrics
                         .closed
                         .with_label_values(&["request_timeout"])

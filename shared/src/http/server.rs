@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -79,7 +79,11 @@ impl App {
 pub struct Server {
     app: Arc<App>,
     http: Arc<tiny_http::Server>,
+    /// tiny_http's listener: a number, not a handle (its accept thread
+    /// owns the socket and closes it when that loop ends), with the inode
+    /// it had at the start.
     listener_fd: RawFd,
+    listener_inode: Option<u64>,
     addr: SocketAddr,
 }
 
@@ -98,17 +102,18 @@ impl Server {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let listener_fd = listener.as_raw_fd();
+        let listener_inode = super::sys::socket_inode(listener_fd);
         // Accepted sockets inherit TCP_NODELAY from the listener on Linux.
         // tiny_http writes the head and the body of a response separately;
         // with Nagle on, a keep-alive client's delayed ACK would hold the
         // body back for 40 ms.
-        super::sys::set_nodelay(listener_fd);
+        super::sys::set_nodelay(listener.as_fd());
         // A small fixed receive buffer (also inherited): our requests are a
         // few hundred bytes and carry no body we read, and `shutdown(2)`
         // does not discard what is already queued, so after the guard cuts
         // off an oversized header tiny_http still reads (and buffers) at
         // most this much more. Autotuning would let that grow to megabytes.
-        super::sys::set_recv_buffer(listener_fd, RECV_BUFFER);
+        super::sys::set_recv_buffer(listener.as_fd(), RECV_BUFFER);
         // Inherited too: a response write the peer accepts no byte of for
         // the send timeout fails instead of holding its handler (sys.rs:
         // why SO_SNDTIMEO is safe on a listener and SO_RCVTIMEO is not).
@@ -167,6 +172,7 @@ impl Server {
             app,
             http,
             listener_fd,
+            listener_inode,
             addr,
         })
     }
@@ -181,8 +187,15 @@ impl Server {
             return;
         }
         // Linux wakes a blocked accept with EINVAL when its socket is shut
-        // down, and takes the socket out of the LISTEN state.
-        super::sys::shutdown(self.listener_fd, true, true);
+        // down, and takes the socket out of the LISTEN state. Through a
+        // checked duplicate: the accept loop may have ended and closed the
+        // listener already, and its number be another file's by now.
+        let listener = self
+            .listener_inode
+            .and_then(|inode| super::sys::dup_socket(self.listener_fd, inode));
+        if let Some(listener) = listener {
+            super::sys::shutdown(listener.as_fd(), true, true);
+        }
     }
 
     /// Waits until no connection is open and no request in flight, up to

@@ -1,17 +1,35 @@
-//! The few Linux system calls the connection guard needs, wrapped safely.
+//! The few Linux system calls the serving layer needs, wrapped safely: the
+//! only module of the workspace with `unsafe` code (every other module of
+//! `orion_shared`, and both service crates, forbid it). Each `unsafe` block
+//! carries a `SAFETY:` comment; constants and structs come from `libc` where
+//! it defines them (`libc::tcp_info`), and the three it lacks are written
+//! down with where they come from.
 //!
-//! Everything here works on file descriptors the guard does not own: tiny_http
-//! owns the client sockets. The guard only *looks* at them (fstat,
-//! getsockname, getpeername, TCP_INFO, FIONREAD) and may `shutdown(2)` one,
-//! which ends tiny_http's blocking read at once without closing the fd under
-//! its feet. Descriptors are identified by (fd, inode) and the inode is
-//! re-checked right before acting, so a number reused for another file is
-//! never touched.
+//! Most descriptors here are not ours: tiny_http owns the listener and the
+//! client sockets and closes them whenever it likes (the read side's clone
+//! as soon as it sees EOF), so nothing we hold keeps them open and a
+//! `BorrowedFd` made from their numbers would be a lie. Two kinds of
+//! function follow from that:
+//! - **probes** take a descriptor *number* (`RawFd`, as listed in
+//!   `/proc/self/fd`) and only read what it refers to right now (fstat,
+//!   getsockname, getpeername, TCP_INFO, FIONREAD, SIOCOUTQ). A stale or
+//!   reused number makes them report another file or fail; they change
+//!   nothing. Sockets are identified by (fd, inode) for that reason.
+//! - **actions** change a socket (`shutdown(2)`, the RST of [`abort`], a
+//!   send, socket options, `O_ASYNC`) and take a `BorrowedFd`: the caller
+//!   holds a handle that keeps the socket open for the call. For tiny_http's
+//!   sockets that handle is our own checked duplicate, [`dup_socket`]: made
+//!   from the number, its inode re-checked, dropped after the action, so a
+//!   number reused for another file is never acted on.
+//!
+//! `shutdown(2)` ends tiny_http's blocking read at once without closing any
+//! descriptor under its feet.
 
-use std::io;
-use std::mem::{size_of, MaybeUninit};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::mem::{offset_of, size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Raises the soft open-files limit to the hard limit (as Go's runtime does)
 /// and returns the new soft limit. A default soft limit of 1024 would let a
@@ -22,7 +40,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: valid pointer to an rlimit.
+    // SAFETY: `lim` is a valid, writable rlimit for the call's duration.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -31,7 +49,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
             rlim_cur: lim.rlim_max,
             rlim_max: lim.rlim_max,
         };
-        // SAFETY: valid pointer to an rlimit.
+        // SAFETY: `raised` is a valid rlimit the call only reads.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             lim.rlim_cur = lim.rlim_max;
         }
@@ -39,14 +57,15 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// The inode of whatever `fd` refers to, if it is a socket.
+/// The inode of whatever `fd` refers to, if it is a socket (a probe).
 pub fn socket_inode(fd: RawFd) -> Option<u64> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes a stat into valid memory.
+    // SAFETY: `st` is writable memory of the size of a stat; fstat on a
+    // number that is not open fails with EBADF and writes nothing.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
         return None;
     }
-    // SAFETY: fstat succeeded.
+    // SAFETY: fstat returned 0, so it filled the whole stat.
     let st = unsafe { st.assume_init() };
     ((st.st_mode & libc::S_IFMT) == libc::S_IFSOCK).then_some(st.st_ino)
 }
@@ -54,7 +73,8 @@ pub fn socket_inode(fd: RawFd) -> Option<u64> {
 fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match ss.ss_family as libc::c_int {
         libc::AF_INET => {
-            // SAFETY: family says this is a sockaddr_in.
+            // SAFETY: the kernel wrote a sockaddr_in (its family says so)
+            // into storage that is larger and at least as aligned.
             let sin: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
@@ -62,7 +82,7 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         libc::AF_INET6 => {
-            // SAFETY: family says this is a sockaddr_in6.
+            // SAFETY: as above, for a sockaddr_in6.
             let sin6: &libc::sockaddr_in6 =
                 unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
             Some(SocketAddr::V6(SocketAddrV6::new(
@@ -82,18 +102,21 @@ fn name_of(
 ) -> Option<SocketAddr> {
     let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: buffer and length are valid.
+    // SAFETY: `f` is getsockname or getpeername; `ss` is writable storage
+    // of `len` bytes, and the kernel writes at most `len` of them.
     if unsafe { f(fd, ss.as_mut_ptr() as *mut libc::sockaddr, &mut len) } != 0 {
         return None;
     }
-    // SAFETY: zero-initialised and filled by the kernel.
+    // SAFETY: zero-initialised (a valid sockaddr_storage) before the call.
     sockaddr_to_std(unsafe { ss.assume_init_ref() })
 }
 
+/// The local address of whatever socket `fd` refers to (a probe).
 pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
     name_of(fd, libc::getsockname)
 }
 
+/// The peer address of whatever socket `fd` refers to (a probe).
 pub fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
     name_of(fd, libc::getpeername)
 }
@@ -101,6 +124,8 @@ pub fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
 /// An accepted client socket of ours, as found in /proc/self/fd.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSocket {
+    /// A number tiny_http's descriptor had when we looked (not a handle:
+    /// act through [`dup_socket`]).
     pub fd: RawFd,
     pub inode: u64,
     pub peer: SocketAddr,
@@ -166,39 +191,24 @@ pub fn fd_of_inode(inode: u64) -> Option<RawFd> {
 /// soon as it sees EOF, e.g. right after we shut the read side), so acting
 /// on its number risks `EBADF` or, worse, a number already reused by a new
 /// connection. A checked duplicate refers to the right socket until we drop
-/// it. None if `fd` no longer refers to that socket.
-pub fn dup_socket(fd: RawFd, inode: u64) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor (or fails); on
-    // success we are its only owner.
+/// it: it is the handle the actions below borrow. None if `fd` no longer
+/// refers to that socket.
+pub fn dup_socket(fd: RawFd, inode: u64) -> Option<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int argument and creates a new
+    // descriptor (or fails with EBADF); it changes nothing about `fd`.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
         return None;
     }
-    // SAFETY: `dup` was just created for us and is owned by nobody else.
-    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
-    (socket_inode(dup) == Some(inode)).then_some(owned)
+    // SAFETY: `dup` is open and was just created for us: nobody else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+    (socket_inode(owned.as_raw_fd()) == Some(inode)).then_some(owned)
 }
 
-/// The prefix of the kernel's `struct tcp_info` we read (Linux ABI, stable
-/// since 4.1 for the fields up to `tcpi_bytes_received`).
-#[repr(C)]
-#[derive(Default)]
-struct TcpInfo {
-    state: u8,
-    ca_state: u8,
-    retransmits: u8,
-    probes: u8,
-    backoff: u8,
-    options: u8,
-    wscale: u8,
-    app_limited: u8,
-    u32s: [u32; 24],
-    pacing_rate: u64,
-    max_pacing_rate: u64,
-    bytes_acked: u64,
-    bytes_received: u64,
-}
+/// The bytes of `struct tcp_info` we need: up to `tcpi_bytes_received`
+/// (Linux 4.1). A kernel writes as much of the struct as it knows, at most
+/// what we ask for; libc's struct has fields newer than that.
+const TCP_INFO_NEEDED: usize = offset_of!(libc::tcp_info, tcpi_bytes_received) + size_of::<u64>();
 
 /// What the kernel knows about a connection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -223,61 +233,69 @@ impl TcpSnapshot {
     }
 }
 
-fn tcp_info(fd: RawFd) -> Option<TcpInfo> {
-    let mut info = TcpInfo::default();
-    let mut len = size_of::<TcpInfo>() as libc::socklen_t;
-    // SAFETY: buffer and length are valid; the kernel writes at most len bytes.
+/// `TCP_INFO` of whatever socket `fd` refers to (a probe).
+fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
+    // SAFETY: tcp_info is plain integers, for which all zeroes is valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is writable memory of `len` bytes; the kernel writes
+    // at most `len` bytes and stores how many it wrote in `len`.
     let rc = unsafe {
         libc::getsockopt(
             fd,
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
-            &mut info as *mut TcpInfo as *mut libc::c_void,
+            (&raw mut info).cast::<libc::c_void>(),
             &mut len,
         )
     };
-    if rc != 0 || (len as usize) < size_of::<TcpInfo>() {
+    if rc != 0 || (len as usize) < TCP_INFO_NEEDED {
         return None;
     }
     Some(info)
 }
 
-/// Connections waiting in a listening socket's accept queue (for a socket
-/// in LISTEN state the kernel reports the queue length as `tcpi_unacked`).
+/// Connections waiting in the accept queue of whatever listening socket
+/// `listener_fd` refers to (a probe; for a socket in LISTEN state the
+/// kernel reports the queue length as `tcpi_unacked`).
 pub fn accept_backlog(listener_fd: RawFd) -> Option<u32> {
     tcp_info(listener_fd)
-        .filter(|i| i.state == TCP_LISTEN)
-        .map(|i| i.u32s[4])
+        .filter(|i| i.tcpi_state == TCP_LISTEN)
+        .map(|i| i.tcpi_unacked)
 }
 
+/// `TCP_LISTEN` of the kernel's `include/net/tcp_states.h` (libc 0.2
+/// defines the TCP states for Hurd only).
 const TCP_LISTEN: u8 = 10;
 
+/// What the kernel knows about whatever socket `fd` refers to (a probe).
 pub fn tcp_snapshot(fd: RawFd) -> Option<TcpSnapshot> {
     let info = tcp_info(fd)?;
     let mut unread: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
+    // SAFETY: FIONREAD stores one int through the pointer, a valid one.
     if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) } != 0 {
         unread = 0;
     }
     let mut outq: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int.
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) stores one int, as above.
     if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outq) } != 0 {
         outq = 0;
     }
     Some(TcpSnapshot {
-        state: info.state,
-        bytes_received: info.bytes_received,
+        state: info.tcpi_state,
+        bytes_received: info.tcpi_bytes_received,
         unread: unread.max(0) as u64,
-        bytes_acked: info.bytes_acked,
+        bytes_acked: info.tcpi_bytes_acked,
         unacked: outq.max(0) as u64,
     })
 }
 
-fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
-    // SAFETY: valid option pointer and length.
+fn set_int_opt(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: the option value is a valid int of the length given; `fd`
+    // is open for the call (borrowed).
     unsafe {
         libc::setsockopt(
-            fd,
+            fd.as_raw_fd(),
             level,
             name,
             &value as *const libc::c_int as *const libc::c_void,
@@ -287,13 +305,13 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_
 }
 
 /// Sets TCP_NODELAY (best effort).
-pub fn set_nodelay(fd: RawFd) {
+pub fn set_nodelay(fd: BorrowedFd<'_>) {
     set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
 }
 
 /// Fixes the receive buffer (the kernel doubles the value and stops
 /// autotuning it).
-pub fn set_recv_buffer(fd: RawFd, bytes: usize) {
+pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) {
     set_int_opt(
         fd,
         libc::SOL_SOCKET,
@@ -311,12 +329,16 @@ pub fn set_recv_buffer(fd: RawFd, bytes: usize) {
 /// `EAGAIN`, and tiny_http's accept loop ends for good on its first error,
 /// so never set that one there). Both facts are checked in
 /// `shared/tests/sys.rs`.
+///
+/// An action that still takes a number: `shared/tests/sys.rs` calls it
+/// that way. `Server::start` calls it on the listener it owns at that
+/// moment (a `TcpListener` not yet handed to tiny_http).
 pub fn set_send_timeout(fd: RawFd, timeout: std::time::Duration) {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as _,
         tv_usec: timeout.subsec_micros() as _,
     };
-    // SAFETY: valid timeval pointer and length.
+    // SAFETY: the option value is a valid timeval of the length given.
     unsafe {
         libc::setsockopt(
             fd,
@@ -329,15 +351,15 @@ pub fn set_send_timeout(fd: RawFd, timeout: std::time::Duration) {
 }
 
 /// `shutdown(2)` of one direction or both; errors (already closed) are ignored.
-pub fn shutdown(fd: RawFd, read: bool, write: bool) {
+pub fn shutdown(fd: BorrowedFd<'_>, read: bool, write: bool) {
     let how = match (read, write) {
         (true, true) => libc::SHUT_RDWR,
         (true, false) => libc::SHUT_RD,
         (false, true) => libc::SHUT_WR,
         (false, false) => return,
     };
-    // SAFETY: shutdown on an fd has no memory effects.
-    unsafe { libc::shutdown(fd, how) };
+    // SAFETY: shutdown takes no pointers; `fd` is open for the call.
+    unsafe { libc::shutdown(fd.as_raw_fd(), how) };
 }
 
 /// Aborts a TCP connection at once: `connect(2)` with an `AF_UNSPEC`
@@ -346,25 +368,28 @@ pub fn shutdown(fd: RawFd, read: bool, write: bool) {
 /// `shutdown(2)` is not enough for a client that is still sending: the
 /// kernel stops opening the receive window but keeps the connection alive
 /// until the peer's zero-window probes time out, minutes later.
-pub fn abort(fd: RawFd) {
-    let mut sa = MaybeUninit::<libc::sockaddr>::zeroed();
-    // SAFETY: zeroed sockaddr with family AF_UNSPEC; length is its size.
+pub fn abort(fd: BorrowedFd<'_>) {
+    // SAFETY: sockaddr is plain integers, for which all zeroes is valid.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: `sa` is a valid sockaddr of the length given, only read;
+    // `fd` is open for the call.
     unsafe {
-        (*sa.as_mut_ptr()).sa_family = libc::AF_UNSPEC as libc::sa_family_t;
         libc::connect(
-            fd,
-            sa.as_ptr(),
+            fd.as_raw_fd(),
+            &sa,
             size_of::<libc::sockaddr>() as libc::socklen_t,
-        );
-    }
+        )
+    };
 }
 
 /// Best-effort, non-blocking send (a final 408/431/503 before closing).
-pub fn send_nowait(fd: RawFd, bytes: &[u8]) {
-    // SAFETY: valid buffer; MSG_DONTWAIT never blocks, MSG_NOSIGNAL avoids SIGPIPE.
+pub fn send_nowait(fd: BorrowedFd<'_>, bytes: &[u8]) {
+    // SAFETY: `bytes` is valid for reads of its length; `fd` is open for
+    // the call. MSG_DONTWAIT never blocks, MSG_NOSIGNAL avoids SIGPIPE.
     unsafe {
         libc::send(
-            fd,
+            fd.as_raw_fd(),
             bytes.as_ptr() as *const libc::c_void,
             bytes.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
@@ -374,7 +399,7 @@ pub fn send_nowait(fd: RawFd, bytes: &[u8]) {
 
 /// A minimal epoll set; tokens are u64s chosen by the caller.
 pub struct Epoll {
-    fd: RawFd,
+    fd: OwnedFd,
 }
 
 pub const READABLE: u32 = libc::EPOLLIN as u32;
@@ -383,35 +408,36 @@ pub const HANGUP: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as 
 
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall.
+        // SAFETY: takes no pointers; returns a new descriptor or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: `fd` is open and was just created for us alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Epoll { fd })
     }
 
+    /// Watches whatever file `fd` refers to now. Takes a number like the
+    /// probes: registering changes nothing about that file, and the
+    /// registration ends by itself when the file is closed everywhere
+    /// (there is no `delete`: a delete by a number that was closed and
+    /// reused would remove the registration of the *new* file).
     pub fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
         let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: valid event pointer.
-        if unsafe { libc::epoll_ctl(self.fd, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        // SAFETY: `ev` is a valid epoll_event the kernel only reads.
+        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
-    }
-
-    pub fn delete(&self, fd: RawFd) {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: valid event pointer (ignored by the kernel for DEL).
-        unsafe { libc::epoll_ctl(self.fd, libc::EPOLL_CTL_DEL, fd, &mut ev) };
     }
 
     /// Waits up to `timeout_ms` (-1 = forever); returns (token, events) pairs.
     pub fn wait(&self, out: &mut Vec<(u64, u32)>, timeout_ms: i32) {
         out.clear();
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
-        // SAFETY: buffer of 64 events.
-        let n = unsafe { libc::epoll_wait(self.fd, evs.as_mut_ptr(), 64, timeout_ms) };
+        // SAFETY: `evs` is writable room for the 64 events we allow.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), evs.as_mut_ptr(), 64, timeout_ms) };
         for ev in evs.iter().take(n.max(0) as usize) {
             let (token, events) = (ev.u64, ev.events);
             out.push((token, events));
@@ -419,46 +445,32 @@ impl Epoll {
     }
 }
 
-impl Drop for Epoll {
-    fn drop(&mut self) {
-        // SAFETY: we own this fd.
-        unsafe { libc::close(self.fd) };
-    }
-}
-
 /// An eventfd to wake the guard thread (stop, drain, a handler's request).
 pub struct EventFd {
-    fd: RawFd,
+    file: File,
 }
 
 impl EventFd {
     pub fn new() -> io::Result<EventFd> {
-        // SAFETY: plain syscall.
+        // SAFETY: takes no pointers; returns a new descriptor or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(EventFd { fd })
+        // SAFETY: `fd` is open and was just created for us alone.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(EventFd { file })
     }
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.file.as_raw_fd()
     }
     pub fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64.
-        unsafe { libc::write(self.fd, &one as *const u64 as *const libc::c_void, 8) };
+        // An eventfd takes 8-byte writes; a full counter (EAGAIN) is awake.
+        let _ = (&self.file).write(&1u64.to_ne_bytes());
     }
     pub fn drain(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
-        unsafe { libc::read(self.fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
-    }
-}
-
-impl Drop for EventFd {
-    fn drop(&mut self) {
-        // SAFETY: we own this fd.
-        unsafe { libc::close(self.fd) };
+        // Non-blocking: EAGAIN when there was nothing to read.
+        let _ = (&self.file).read(&mut [0u8; 8]);
     }
 }
 
@@ -475,12 +487,14 @@ impl Drop for EventFd {
 /// action) and reads it from the signalfd. Standard signals coalesce: one
 /// pending `SIGIO` may stand for many connections, which is all a rescan needs.
 pub struct AcceptSignal {
-    fd: RawFd,
+    signals: File,
     listener_fd: RawFd,
-    listener_inode: Option<u64>,
+    listener_inode: u64,
 }
 
-/// `F_SETOWN_EX` and `F_OWNER_TID` (Linux ABI; the libc crate lacks them on musl).
+/// `F_SETOWN_EX`, `F_OWNER_TID` and `struct f_owner_ex` of the kernel's
+/// `include/uapi/asm-generic/fcntl.h` (the same on every architecture we
+/// build for); libc 0.2 defines them for Linux on hexagon only.
 const F_SETOWN_EX: libc::c_int = 15;
 const F_OWNER_TID: libc::c_int = 0;
 
@@ -491,11 +505,18 @@ struct FOwnerEx {
 }
 
 impl AcceptSignal {
-    /// Arms `listener_fd`. Call on the thread that will read the signalfd:
-    /// `SIGIO` is blocked on it and directed to it.
-    pub fn arm(listener_fd: RawFd) -> io::Result<AcceptSignal> {
+    /// Arms the listener (`listener_fd`, socket `listener_inode`): through a
+    /// checked duplicate, since owner and `O_ASYNC` belong to the open file
+    /// both descriptors share, and the duplicate is dropped before this
+    /// returns (holding it would keep the listener open after tiny_http
+    /// closes it). Call on the thread that will read the signalfd: `SIGIO`
+    /// is blocked on it and directed to it.
+    pub fn arm(listener_fd: RawFd, listener_inode: u64) -> io::Result<AcceptSignal> {
+        let listener = dup_socket(listener_fd, listener_inode)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
         // SAFETY: sigset operations on a local, zero-initialised sigset_t;
-        // pthread_sigmask affects only the calling thread.
+        // pthread_sigmask affects only the calling thread; signalfd reads
+        // the set and returns a new descriptor or -1.
         let fd = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
@@ -509,13 +530,16 @@ impl AcceptSignal {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: `fd` is open and was just created for us alone.
+        let signals = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let armed = AcceptSignal {
-            fd,
+            signals,
             listener_fd,
-            listener_inode: socket_inode(listener_fd),
+            listener_inode,
         };
-        // SAFETY: gettid has no arguments; the fcntl calls take a valid
-        // f_owner_ex and plain flags on a descriptor we were handed.
+        let l = listener.as_raw_fd();
+        // SAFETY: gettid takes no arguments; the fcntl calls take a valid
+        // f_owner_ex (only read) or plain ints, on our duplicate (open).
         unsafe {
             let owner = FOwnerEx {
                 kind: F_OWNER_TID,
@@ -523,11 +547,11 @@ impl AcceptSignal {
             };
             // The owner first: O_ASYNC without an owner would signal nobody,
             // but never the whole process.
-            if libc::fcntl(listener_fd, F_SETOWN_EX, &owner) < 0 {
+            if libc::fcntl(l, F_SETOWN_EX, &owner) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let flags = libc::fcntl(listener_fd, libc::F_GETFL);
-            if flags < 0 || libc::fcntl(listener_fd, libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
+            let flags = libc::fcntl(l, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(l, libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
                 return Err(io::Error::last_os_error());
             }
         }
@@ -535,14 +559,14 @@ impl AcceptSignal {
     }
 
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.signals.as_raw_fd()
     }
 
     /// Reads every pending signal (non-blocking).
     pub fn drain(&self) {
-        let mut info = [0u8; 128]; // one struct signalfd_siginfo
-                                   // SAFETY: reads at most 128 bytes into a 128-byte buffer.
-        while unsafe { libc::read(self.fd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+        // Room for one struct signalfd_siginfo (128 bytes) per read.
+        let mut info = [0u8; 128];
+        while (&self.signals).read(&mut info).is_ok_and(|n| n > 0) {}
     }
 }
 
@@ -552,16 +576,15 @@ impl Drop for AcceptSignal {
     /// armed thread is gone. Skipped when the descriptor no longer is our
     /// listener.
     fn drop(&mut self) {
-        if self.listener_inode.is_some() && socket_inode(self.listener_fd) == self.listener_inode {
-            // SAFETY: plain fcntl calls on our listener's descriptor.
+        if let Some(listener) = dup_socket(self.listener_fd, self.listener_inode) {
+            let l = listener.as_raw_fd();
+            // SAFETY: fcntl with plain int arguments on our duplicate (open).
             unsafe {
-                let flags = libc::fcntl(self.listener_fd, libc::F_GETFL);
+                let flags = libc::fcntl(l, libc::F_GETFL);
                 if flags >= 0 {
-                    libc::fcntl(self.listener_fd, libc::F_SETFL, flags & !libc::O_ASYNC);
+                    libc::fcntl(l, libc::F_SETFL, flags & !libc::O_ASYNC);
                 }
             }
         }
-        // SAFETY: we own this fd.
-        unsafe { libc::close(self.fd) };
     }
 }
