@@ -2,6 +2,7 @@
 //!
 //! `main.rs` only parses the command line; [`run`] is the service:
 //! config → logging → metrics → server → wait for a signal → graceful stop.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod routes;

@@ -1,5 +1,6 @@
 //! orion-api command line: the service by default, plus `healthcheck`,
 //! `--version` and `--help`.
+#![forbid(unsafe_code)]
 
 /// mimalloc instead of musl's allocator. musl's malloc serialises every
 /// allocation and free of every thread on one lock, and tiny_http allocates a

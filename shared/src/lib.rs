@@ -1,14 +1,31 @@
 //! Code both Orion services use: configuration, JSON logging, the metrics
 //! registry, the tiny_http serving layer with its connection guard, shutdown
 //! signalling, build information and the self-healthcheck.
+//!
+//! Modules depend on each other in one direction only: `config`,
+//! `build_info`, `logging` and `shutdown` are leaves; `metrics` uses
+//! `build_info`; `http` uses `config`, `metrics` and `shutdown`; `service`
+//! (the settings every service reads) sits on top of `config`, `logging` and
+//! `http`.
+//!
+//! `unsafe` code lives in `http::sys` alone: every other module forbids it
+//! (here and in `http/mod.rs`), except `testing`, which is built only for the
+//! services' integration tests (feature `testing`) and never ships.
 
+#[forbid(unsafe_code)]
 pub mod build_info;
+#[forbid(unsafe_code)]
 pub mod config;
+#[forbid(unsafe_code)]
 pub mod healthcheck;
 pub mod http;
+#[forbid(unsafe_code)]
 pub mod logging;
+#[forbid(unsafe_code)]
 pub mod metrics;
+#[forbid(unsafe_code)]
 pub mod service;
+#[forbid(unsafe_code)]
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;

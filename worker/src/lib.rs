@@ -8,6 +8,8 @@
 //! - [`job`]: the `Job` trait and the stub job;
 //! - [`health`], [`metrics`], [`routes`]: what the metrics port reports;
 //! - [`service`]: the wiring; [`cli`]: the command line (`main.rs` only calls it).
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod clock;
 pub mod config;

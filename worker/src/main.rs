@@ -1,4 +1,5 @@
 //! `orion-worker`: see `orion_worker::cli` for the commands.
+#![forbid(unsafe_code)]
 
 fn main() {
     let args = std::env::args_os()

@@ -6,15 +6,24 @@
 //! One concept per file: [`HttpConfig`] (`config.rs`), [`Reply`]
 //! (`reply.rs`), [`Router`] (`router.rs`), [`RequestMetrics`]
 //! (`request_metrics.rs`), the request-head checks (`framing`), per-connection
-//! ordering (`lanes`), the guard, the server, and the system calls (`sys`).
+//! ordering (`lanes`), the guard, the server, and the system calls (`sys`,
+//! the only module with `unsafe` code; every other one forbids it).
 
+#[forbid(unsafe_code)]
 mod config;
+#[forbid(unsafe_code)]
 pub mod framing;
+#[forbid(unsafe_code)]
 pub mod guard;
+#[forbid(unsafe_code)]
 pub mod lanes;
+#[forbid(unsafe_code)]
 mod reply;
+#[forbid(unsafe_code)]
 mod request_metrics;
+#[forbid(unsafe_code)]
 mod router;
+#[forbid(unsafe_code)]
 pub mod server;
 pub mod sys;
 
