@@ -67,14 +67,13 @@ fn invalid_env_exits_2_with_one_line_naming_the_variable() {
 
 /// Runs the binary under a hard open-files limit of `nofile` (so the result
 /// does not depend on the machine's limit) until it exits or logs "api
-/// listening" (then it is killed: code None); fails after 10 s.
+/// listening" (then it is killed: code None); fails after 10 s. Returns the
+/// exit code and stderr.
 fn run_with_nofile(nofile: u64, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PORT", free_port().to_string())
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .envs(env.iter().copied());
     // SAFETY: setrlimit is async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
@@ -88,26 +87,29 @@ fn run_with_nofile(nofile: u64, env: &[(&str, &str)]) -> (Option<i32>, String) {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let listening = std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("\"message\":\"api listening\""));
-        let _ = tx.send(listening);
-    });
-    // true: it serves; false: stdout closed (it exited); timeout: neither.
-    let outcome = rx.recv_timeout(Duration::from_secs(10));
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    assert!(outcome.is_ok(), "neither exited nor listened within 10 s");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut p = ServiceProcess::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some((status, _)) = p.wait_exit(Duration::ZERO) {
+            break status.code();
+        }
+        if p.stdout_lines()
+            .iter()
+            .any(|l| l.contains("\"message\":\"api listening\""))
+        {
+            break None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "neither exited nor listened within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    p.wait_output_closed(Duration::from_secs(10));
+    let stderr = p.stderr_lines().join("\n");
+    (code, stderr)
 }
 
 #[test]

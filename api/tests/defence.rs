@@ -3,10 +3,9 @@
 //! 4xx or a close, and a dead accept loop ends the process.
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -255,33 +254,22 @@ fn a_dead_accept_loop_ends_the_process_with_a_non_zero_code() {
     // start-up budget check; a burst of connections then exhausts the
     // descriptors faster than the guard can shed them, accept fails with
     // EMFILE and tiny_http's accept loop ends for good.
-    let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PORT", port.to_string())
-        .env("HTTP_MAX_CONNECTIONS", "10")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: setrlimit is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 96,
-                rlim_max: 96,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(5), "did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut api = ServiceProcess::start_with(&SPEC, &[("HTTP_MAX_CONNECTIONS", "10")], |cmd| {
+        // SAFETY: setrlimit is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 96,
+                    rlim_max: 96,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let addr = api.addr();
     let mut held = Vec::new();
     let mut status = None;
     let start = Instant::now();
@@ -291,23 +279,22 @@ fn a_dead_accept_loop_ends_the_process_with_a_non_zero_code() {
                 held.push(s);
             }
         }
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = api.child.try_wait().unwrap() {
             status = Some(st);
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status =
-        status.unwrap_or_else(|| panic!("process kept running with a dead accept loop: {out}"));
+    let _ = api.child.kill();
+    let _ = api.child.wait();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "process kept running with a dead accept loop: {:?}",
+            api.stdout_lines()
+        )
+    });
+    api.wait_output_closed(Duration::from_secs(10));
+    let out = api.stdout_lines().join("\n");
     assert_eq!(status.code(), Some(1));
     assert!(out.contains("accept loop"), "{out}");
 }

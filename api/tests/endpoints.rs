@@ -272,7 +272,7 @@ fn log_level_debug_shows_probes_and_warn_hides_requests() {
         l.contains("\"route\":\"/health\"") && l.contains("\"level\":\"debug\"")
     });
 
-    let mut api = Api::start(&[("LOG_LEVEL", "warn")]);
+    let mut api = Api::start_unlogged(&[("LOG_LEVEL", "warn")]);
     api.get("/");
     // Every line up to the exit: a request line cannot still be on its way.
     assert!(!api

@@ -1,22 +1,20 @@
 //! The serving layer in-process: a panicking handler answers 500, is counted,
 //! and the server keeps serving.
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use orion_shared::http::{HttpConfig, Reply, RequestMetrics, Router, Server};
 use orion_shared::shutdown::Shutdown;
 
+// The services' test helpers, compiled into this test too (the `testing`
+// feature is enabled only through the services' dev-dependencies).
+#[allow(dead_code)]
+#[path = "../src/testing.rs"]
+mod testing;
+
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    let r = testing::http_get(addr, path).unwrap();
+    (r.status, r.text())
 }
 
 #[test]

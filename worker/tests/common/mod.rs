@@ -1,10 +1,8 @@
 //! Helpers for tests that run the real `orion-worker` binary.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_orion-worker");
@@ -46,36 +44,37 @@ pub fn run_timeout(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Ou
     child.wait_with_output().unwrap()
 }
 
-pub use orion_shared::testing::free_port;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use orion_shared::testing::{free_port, sample, ServiceProcess, ServiceSpec};
 
-/// A running worker with its stdout (JSON log lines) collected.
-pub struct Worker {
-    pub child: Child,
-    pub port: u16,
-    pub lines: Arc<Mutex<Vec<String>>>,
+/// How the worker is started and says it listens.
+pub const SPEC: ServiceSpec<'static> = ServiceSpec {
+    bin: BIN,
+    port_var: "METRICS_PORT",
+    listening: "serving /health, /ready and /metrics",
+};
+
+/// A running worker (a [`ServiceProcess`]) whose stdout lines are JSON logs.
+pub struct Worker(ServiceProcess);
+
+impl std::ops::Deref for Worker {
+    type Target = ServiceProcess;
+    fn deref(&self) -> &ServiceProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut ServiceProcess {
+        &mut self.0
+    }
 }
 
 impl Worker {
+    /// Starts the worker (LOG_LEVEL=info, then `env`) on a free metrics
+    /// port; waits until it logs that it serves and `/health` answers.
     pub fn start(env: &[(&str, &str)]) -> Worker {
-        let port = free_port();
-        let port_s = port.to_string();
-        let mut all: Vec<(&str, &str)> = vec![("METRICS_PORT", &port_s), ("LOG_LEVEL", "info")];
-        all.extend_from_slice(env);
-        let mut child = command(&all)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start orion-worker");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let w = Worker { child, port, lines };
+        let w = Worker(ServiceProcess::start(&SPEC, env));
         w.wait_until("the metrics port answers", Duration::from_secs(10), || {
             w.get("/health").is_some()
         });
@@ -88,9 +87,7 @@ impl Worker {
 
     /// The log lines so far, parsed (every line must be a JSON object).
     pub fn logs(&self) -> Vec<serde_json::Value> {
-        self.lines
-            .lock()
-            .unwrap()
+        self.stdout_lines()
             .iter()
             .map(|l| {
                 serde_json::from_str::<serde_json::Value>(l)
@@ -112,79 +109,24 @@ impl Worker {
         found.unwrap()
     }
 
-    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !cond() {
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; logs:\n{}",
-                    self.lines.lock().unwrap().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    /// Waits for the process to exit, up to `timeout`; returns its status and how long it took.
+    /// Waits for the process to exit, up to `timeout` (else kills it and
+    /// fails); returns its status and how long it took.
     pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, t0.elapsed());
-            }
-            if t0.elapsed() > timeout {
+        match self.0.wait_exit(timeout) {
+            Some(exit) => exit,
+            None => {
                 let _ = self.child.kill();
                 panic!(
                     "worker did not exit within {timeout:?}; logs:\n{}",
-                    self.lines.lock().unwrap().join("\n")
+                    self.stdout_lines().join("\n")
                 );
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-    }
-
-    pub fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 /// One HTTP/1.1 GET with `Connection: close`; `None` if nothing answers.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// The value of an unlabelled sample in a Prometheus text exposition.
-pub fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    let r = orion_shared::testing::http_get(SocketAddr::from(([127, 0, 0, 1], port)), path).ok()?;
+    Some((r.status, r.text()))
 }
