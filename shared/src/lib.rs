@@ -9,8 +9,7 @@
 //! `http`.
 //!
 //! `unsafe` code lives in `http::sys` alone: every other module forbids it
-//! (here and in `http/mod.rs`), except `testing`, which is built only for the
-//! services' integration tests (feature `testing`) and never ships.
+//! (here and in `http/mod.rs`).
 
 #[forbid(unsafe_code)]
 pub mod build_info;
@@ -28,4 +27,5 @@ pub mod service;
 #[forbid(unsafe_code)]
 pub mod shutdown;
 #[cfg(feature = "testing")]
+#[forbid(unsafe_code)]
 pub mod testing;

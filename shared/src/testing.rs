@@ -231,13 +231,17 @@ impl ServiceProcess {
         });
     }
 
-    /// Sends `sig` to the process.
+    /// Sends `sig` to the process, with kill(1): a signal costs a fork here,
+    /// which keeps this module free of `unsafe` (it lives in `http::sys`
+    /// alone). The child is not reaped yet, so its pid cannot be reused.
     pub fn signal(&self, sig: i32) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) takes no pointers; `pid` is our own child, which we
-        // have not reaped (so its pid cannot have been reused).
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(&pid)
+            .status()
+            .expect("run kill(1)");
+        assert!(st.success(), "kill -{sig} {pid} failed: {st}");
     }
 
     /// Waits up to `timeout` for the process to exit; its status and how
