@@ -12,7 +12,13 @@
 //! 3. [`Server::drain`]: the guard closes every connection as soon as it is
 //!    idle (right after its response; tiny_http does not let a handler set
 //!    `Connection: close`), and we wait until every open connection is gone
-//!    and no request is in flight, up to the timeout.
+//!    and no request is in flight, up to the timeout;
+//! 4. [`Server::join_handlers`]: one unblock per handler thread, and each
+//!    thread joined (within a grace period).
+//!
+//! `orion_shared::service::serve` runs these steps, each once, for both
+//! services. Dropping a `Server` without them stops accepting and unblocks
+//! every handler thread, without waiting for any.
 //!
 //! tiny_http's accept loop also ends for good on any accept error (EMFILE,
 //! ENFILE, ENOBUFS...). It then pushes that error to the request queue; the
@@ -26,6 +32,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, Registry};
@@ -85,6 +92,17 @@ pub struct Server {
     listener_fd: RawFd,
     listener_inode: Option<u64>,
     addr: SocketAddr,
+    /// The handler threads not joined yet.
+    handlers: Vec<JoinHandle<()>>,
+}
+
+/// What [`Server::join_handlers`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// Handler threads the server had.
+    pub threads: usize,
+    /// Those that returned and were joined within the grace period.
+    pub joined: usize,
 }
 
 impl Server {
@@ -162,26 +180,32 @@ impl Server {
             parked: Mutex::new(Vec::new()),
         });
         let http = Arc::new(http);
-        for i in 0..cfg.threads {
-            let (app, http) = (app.clone(), http.clone());
-            std::thread::Builder::new()
-                .name(format!("http-{i}"))
-                .spawn(move || handler_loop(&app, &http))?;
-        }
-        Ok(Server {
+        let mut server = Server {
             app,
             http,
             listener_fd,
             listener_inode,
             addr,
-        })
+            handlers: Vec::with_capacity(cfg.threads),
+        };
+        for i in 0..cfg.threads {
+            let (app, http) = (server.app.clone(), server.http.clone());
+            // On failure `server` is dropped: the threads started so far
+            // are unblocked.
+            let handle = std::thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || handler_loop(&app, &http))?;
+            server.handlers.push(handle);
+        }
+        Ok(server)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stops accepting: new connections are refused from here on.
+    /// Stops accepting: new connections are refused from here on. A second
+    /// call does nothing.
     pub fn stop_accepting(&self) {
         if !self.app.guard.close_listener() {
             return;
@@ -199,9 +223,13 @@ impl Server {
     }
 
     /// Waits until no connection is open and no request in flight, up to
-    /// `timeout`. Returns whether everything finished.
+    /// `timeout`. Returns whether everything finished. Comes after
+    /// [`Server::stop_accepting`] (else it stops accepting first: draining
+    /// while accepting would never end).
     pub fn drain(&self, timeout: Duration) -> bool {
-        self.stop_accepting();
+        if !self.app.guard.listener_closed() {
+            self.stop_accepting();
+        }
         self.app.guard.start_draining();
         let deadline = Instant::now() + timeout;
         loop {
@@ -216,15 +244,47 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Unblocks every handler thread and joins each one that returns
+    /// within `grace`. After a clean drain they are all idle in (or
+    /// queued for) tiny_http's `recv` and return at once: one unblock
+    /// message each, taken in turn. One still busy (writing to a slow peer
+    /// after a drain that timed out) is left behind and not waited for.
+    /// Stops accepting first, so the accept error tiny_http then queues is
+    /// not taken for a dead accept loop.
+    pub fn join_handlers(&mut self, grace: Duration) -> Joined {
+        self.stop_accepting();
+        let threads = self.handlers.len();
+        self.unblock_handlers();
+        let deadline = Instant::now() + grace;
+        while self.handlers.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (done, busy): (Vec<_>, Vec<_>) =
+            self.handlers.drain(..).partition(JoinHandle::is_finished);
+        // A finished thread joins at once (a panic in it was logged by the
+        // panic hook when it happened).
+        let joined = done.into_iter().map(JoinHandle::join).count();
+        self.handlers = busy;
+        if !self.handlers.is_empty() {
+            log::warn!(busy = self.handlers.len(), threads = threads; "handler threads still busy at exit; not waiting for them");
+        }
+        Joined { threads, joined }
+    }
+
+    /// One unblock message per handler thread not joined yet.
+    fn unblock_handlers(&self) {
+        for _ in &self.handlers {
+            self.http.unblock();
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop_accepting();
         self.app.guard.stop();
-        for _ in 0..64 {
-            self.http.unblock();
-        }
+        self.unblock_handlers();
     }
 }
 
