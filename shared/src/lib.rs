@@ -5,8 +5,8 @@
 //! Modules depend on each other in one direction only: `config`,
 //! `build_info`, `logging` and `shutdown` are leaves; `metrics` uses
 //! `build_info`; `http` uses `config`, `metrics` and `shutdown`; `service`
-//! (the settings every service reads) sits on top of `config`, `logging` and
-//! `http`.
+//! (the settings every service reads, and `serve`: the lifecycle both run)
+//! sits on top of all of them.
 //!
 //! `unsafe` code lives in `http::sys` alone: every other module forbids it
 //! (here and in `http/mod.rs`).

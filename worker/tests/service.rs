@@ -98,6 +98,10 @@ fn runs_at_start_serves_health_ready_metrics_and_stops_on_sigterm_within_a_secon
     );
     let stopped = w.wait_log("worker stopped", Duration::from_secs(1));
     assert_eq!(stopped["how"], "idle");
+    assert_eq!(stopped["exit_code"], 0);
+    // The metrics port's handler threads (2 by default) were all joined.
+    assert_eq!(stopped["handler_threads"], 2, "{stopped}");
+    assert_eq!(stopped["handlers_joined"], 2, "{stopped}");
 }
 
 #[test]

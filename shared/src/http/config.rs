@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::sys;
 use crate::config::{ConfigError, Env};
 
 /// Settings of the serving layer (all from the environment).
@@ -100,27 +99,18 @@ impl HttpConfig {
         Ok(cfg)
     }
 
-    /// Raises the soft open-files limit to the hard one and checks the
-    /// connection cap fits it (see [`HttpConfig::check_fd_budget`]); returns
-    /// the limit in force. Both services call this before serving.
-    pub fn prepare_fd_limit(&self) -> Result<u64, ConfigError> {
-        let nofile = match sys::raise_nofile_limit() {
-            Ok(n) => n,
-            Err(e) => {
-                log::warn!(error = e.to_string().as_str(); "could not raise the open-files limit; assuming 1024");
-                1024
-            }
-        };
-        self.check_fd_budget(nofile)?;
-        Ok(nofile)
+    /// Descriptors the connection cap needs (see [`HttpConfig::check_fd_budget`]).
+    pub fn fds_needed(&self) -> u64 {
+        self.max_connections as u64 * 2 + 64
     }
 
     /// The open-files budget: tiny_http holds two descriptors per
     /// connection, plus listener, epoll, stdio and friends. Exceeding the
     /// limit makes accept fail with EMFILE, which ends tiny_http's accept
-    /// loop for good, so the cap must stay well below it.
+    /// loop for good, so the cap must stay well below it. (`service::serve`
+    /// raises the limit, after logging has started, and calls this.)
     pub fn check_fd_budget(&self, nofile: u64) -> Result<(), ConfigError> {
-        let needed = self.max_connections as u64 * 2 + 64;
+        let needed = self.fds_needed();
         if needed > nofile {
             return Err(ConfigError::new(
                 "HTTP_MAX_CONNECTIONS",
