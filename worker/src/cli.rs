@@ -32,9 +32,9 @@ Sunday; names JAN-DEC and SUN-SAT; ranges, lists and steps.
 
 Environment (defaults): METRICS_PORT (9091), CRON_SCHEDULE (* * * * *), TZ (UTC),
   RUN_ON_START (true), JOB_DURATION_MS (200), JOB_FAILURE_RATE (0), JOB_TIMEOUT (5m),
-  NODE_ENV or APP_ENV (development), LOG_LEVEL (info), SHUTDOWN_TIMEOUT (10s),
-  HTTP_THREADS (2), HTTP_HEADER_TIMEOUT (10s), HTTP_IDLE_TIMEOUT (75s),
-  HTTP_MAX_CONNECTIONS (512).
+  NODE_ENV or APP_ENV (development), LOG_LEVEL (info), SHUTDOWN_DELAY (0s),
+  SHUTDOWN_TIMEOUT (10s), HTTP_THREADS (2), HTTP_HEADER_TIMEOUT (10s),
+  HTTP_IDLE_TIMEOUT (75s), HTTP_MAX_CONNECTIONS (512).
 
 Exit codes: 0 success; 1 runtime failure or unhealthy; 2 bad configuration or usage;
   130 a second shutdown signal.

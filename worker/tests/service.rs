@@ -193,6 +193,39 @@ fn sigterm_during_a_run_gives_up_after_the_shutdown_timeout() {
 }
 
 #[test]
+fn shutdown_delay_keeps_the_metrics_port_serving_with_ready_at_503() {
+    // The same stop protocol as the API's (orion_shared::service::serve):
+    // readiness fails at once, serving goes on for SHUTDOWN_DELAY.
+    let mut w = Worker::start(&[
+        ("CRON_SCHEDULE", "@yearly"),
+        ("RUN_ON_START", "false"),
+        ("SHUTDOWN_DELAY", "1s"),
+    ]);
+    w.wait_log("worker started", Duration::from_secs(5));
+    let t0 = std::time::Instant::now();
+    w.signal(libc::SIGTERM);
+    w.wait_log(
+        "shutting down: readiness is 503, still serving for the delay",
+        Duration::from_secs(2),
+    );
+    assert_eq!(w.get("/ready").unwrap().0, 503);
+    assert_eq!(
+        w.get("/health").unwrap().0,
+        200,
+        "still serving during the delay"
+    );
+    let (status, _) = w.wait_exit(Duration::from_secs(10));
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    let stopped = w.wait_log("worker stopped", Duration::from_secs(5));
+    assert_eq!(stopped["how"], "idle");
+}
+
+#[test]
 fn a_second_signal_exits_at_once() {
     let mut w = Worker::start(&[
         ("CRON_SCHEDULE", "@yearly"),
@@ -310,6 +343,7 @@ fn version_and_help() {
         "CRON_SCHEDULE",
         "JOB_TIMEOUT",
         "METRICS_PORT",
+        "SHUTDOWN_DELAY",
     ] {
         assert!(text.contains(needle), "{needle} missing from --help");
     }
