@@ -51,15 +51,18 @@ fn wait_handler_threads(n: usize, what: &str) {
     }
 }
 
-/// One keep-alive request: the connection stays open after its answer.
-fn request(s: &mut TcpStream) {
-    s.write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).unwrap();
+/// One request on its own connection (`Connection: close`), read to the end.
+fn request(addr: std::net::SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
     assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
+        got.starts_with(b"HTTP/1.1 200"),
         "{:?}",
-        String::from_utf8_lossy(&buf[..n])
+        String::from_utf8_lossy(&got)
     );
 }
 
@@ -67,13 +70,13 @@ fn request(s: &mut TcpStream) {
 fn every_handler_thread_is_joined_or_unblocked() {
     let mut server = start(256);
     wait_handler_threads(256, "started");
-    // Open keep-alive connections with answered requests: the drain closes them.
-    let mut conns: Vec<TcpStream> = (0..8)
-        .map(|_| TcpStream::connect(server.local_addr()).unwrap())
+    // Requests spread over the handlers.
+    let addr = server.local_addr();
+    let clients: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || (0..4).for_each(|_| request(addr))))
         .collect();
-    for s in &mut conns {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        request(s);
+    for c in clients {
+        c.join().unwrap();
     }
     server.stop_accepting();
     assert!(server.drain(Duration::from_secs(5)), "drain timed out");
