@@ -50,11 +50,17 @@
 //! depth (`pipeline_depth`, see `lanes`) and on a send timeout. Every
 //! connection is counted once, under the reason that closed it.
 //!
-//! And one remedy that closes nothing: bytes that sit unread on a connection
-//! no thread picked up (tiny_http's task-pool race) make the guard "kick" the
-//! pool: it opens and at once closes a connection to itself; tiny_http sees
-//! no waiting thread, spawns one for it, and that thread, done in a moment,
-//! takes the queued connection next (`http_pool_kicks_total`). Closing idle
+//! And one remedy that closes nothing: request bytes that sit unread on a
+//! connection no thread picked up make the guard "kick" the pool. The race:
+//! tiny_http's pool counts a thread as waiting until the thread has run
+//! after its wake-up, so a burst of connections against a pool of idle
+//! threads queues more connections than there are threads to wake, and with
+//! keep-alive clients the queued ones wait until some connection ends. The
+//! guard tells them by tiny_http never having read a byte of them
+//! ([`kick_check`], after [`QUEUED`]); it opens and at once closes a
+//! connection to itself; tiny_http sees no waiting thread, spawns one for it,
+//! and that thread, done in a moment, takes the queued connection next
+//! (`http_pool_kicks_total`). Closing idle
 //! connections instead would also free threads, but under CPU saturation a
 //! busy keep-alive client looks momentarily idle and would lose its
 //! connection; a spare thread costs nothing and exits after 5 s idle.
@@ -74,10 +80,16 @@ use super::sys::{self, ClientSocket, Epoll, EventFd, TcpSnapshot};
 /// wake-up or its SIGIO, see `sys::AcceptSignal`) and closed ones drop out on
 /// the next evaluation; the periodic rescan is the backstop, at about 30 µs.
 const RESCAN: Duration = Duration::from_secs(2);
-/// A request byte left unread for this long means no thread is serving it.
-const STALL: Duration = Duration::from_millis(50);
-/// At most this many pool kicks per evaluation.
-const MAX_KICKS: usize = 8;
+/// Request bytes on a connection tiny_http never read from, waiting this
+/// long, mean no thread took it: it is queued behind the task-pool race
+/// (module docs). A thread that was handed the connection reads at once, so
+/// this only has to cover a new thread's first run on a busy machine (5 ms
+/// kicked for well over one connection in two at a 128-connection burst on
+/// the 2-core build VM); a kick too many costs one spare thread for 5 s.
+const QUEUED: Duration = Duration::from_millis(10);
+/// At most this many pool kicks per evaluation (a burst can leave many
+/// connections queued at once; each kick frees one).
+const MAX_KICKS: usize = 64;
 /// Connections waiting this long in the accept queue, with no new
 /// connection reaching tiny_http meanwhile, mean its accept loop is gone.
 const ACCEPT_STUCK: Duration = Duration::from_secs(3);
@@ -477,6 +489,10 @@ impl Inner {
             }
         };
         let mut backlog_since: Option<Instant> = None;
+        // While connections announced by the listener still wait for
+        // tiny_http's accept: when to look again (never blocking the loop:
+        // the rules keep being applied meanwhile).
+        let mut accept_poll: Option<(Instant, Duration)> = None;
         // New connections are announced twice: by the listener's epoll
         // wake-up, which is lost when tiny_http accepts before we look, and
         // by a SIGIO that is not (sys::AcceptSignal). Dropped on every return,
@@ -506,11 +522,16 @@ impl Inner {
                 last_scan + rescan_every(last_arrival)
             };
             let backlog_check = backlog_since.map(|_| now + Duration::from_millis(500));
-            let wake_at = [next_deadline, Some(rescan), backlog_check]
-                .into_iter()
-                .chain(follow_ups.iter().copied().map(Some))
-                .flatten()
-                .fold(now + LIVENESS, Instant::min);
+            let wake_at = [
+                next_deadline,
+                Some(rescan),
+                backlog_check,
+                accept_poll.map(|(t, _)| t),
+            ]
+            .into_iter()
+            .chain(follow_ups.iter().copied().map(Some))
+            .flatten()
+            .fold(now + LIVENESS, Instant::min);
             // Rounded up: a deadline 0.4 ms away must not become a zero
             // timeout and a spin.
             let timeout_ms = wake_at
@@ -534,12 +555,13 @@ impl Inner {
                         }
                         scan = true;
                         last_arrival = now;
-                        // Let tiny_http take the new connections off the
-                        // accept queue before we look for their fds (under
-                        // CPU pressure its accept thread can lag by more
-                        // than any fixed follow-up delay).
-                        self.wait_accepted(ACCEPT_STUCK);
+                        // tiny_http may not have taken the new connections
+                        // off the accept queue yet (under CPU pressure its
+                        // accept thread can lag by more than any fixed
+                        // follow-up delay): look again until it has.
+                        accept_poll = Some((now, Duration::ZERO));
                         follow_ups = vec![
+                            now + Duration::from_millis(1),
                             now + Duration::from_millis(5),
                             now + Duration::from_millis(25),
                             now + Duration::from_millis(100),
@@ -550,6 +572,9 @@ impl Inner {
                     _ if ev & sys::HANGUP != 0 => scan = true,
                     _ => {}
                 }
+            }
+            if accept_poll.is_some_and(|(t, _)| t <= now) {
+                scan = true;
             }
             let before = follow_ups.len();
             follow_ups.retain(|t| *t > now);
@@ -573,6 +598,9 @@ impl Inner {
                 && sys::socket_inode(self.listener_fd) == self.listener_inode
                 && backlog.is_some();
             let closing = self.listener_closed.load(Ordering::SeqCst);
+            if let Some((_, pause)) = accept_poll.filter(|(t, _)| *t <= now) {
+                accept_poll = next_accept_poll(backlog, closing, pause).map(|p| (now + p, p));
+            }
             if !listening && !closing {
                 (self.on_fatal)("the listening socket is gone".to_string());
                 return;
@@ -619,26 +647,13 @@ impl Inner {
         }
     }
 
-    /// Waits until the accept queue is empty (or `max` passed; a queue that
-    /// never empties is the dead-accept-loop case handled in `run`).
-    fn wait_accepted(&self, max: Duration) {
-        let start = Instant::now();
-        let mut pause = Duration::from_micros(100);
-        while start.elapsed() < max && !self.stop.load(Ordering::Relaxed) {
-            match sys::accept_backlog(self.listener_fd) {
-                Some(n) if n > 0 => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(10));
-                }
-                _ => return,
-            }
-        }
-    }
-
     /// Reconciles our table with the sockets that exist now; returns whether
     /// a new one was found.
     fn rescan(&self, now: Instant) -> bool {
         let mut discovered = false;
+        // Taken before the scan: handler records touched from here on may
+        // belong to a connection the scan below does not see yet.
+        let scan_started = Instant::now();
         let found = sys::client_sockets(self.port, self.listener_fd);
         log::trace!(found = found.len(); "guard: rescan");
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -694,7 +709,7 @@ impl Inner {
         let peers: Vec<SocketAddr> = conns.values().map(|c| c.sock.peer).collect();
         drop(conns);
         let mut activity = self.activity.lock().unwrap_or_else(|e| e.into_inner());
-        activity.retain(|peer, a| a.in_flight > 0 || peers.contains(peer));
+        activity.retain(|peer, a| keep_activity(a, peers.contains(peer), scan_started));
         drop(activity);
         self.metrics.open.set(open as i64);
         discovered
@@ -913,15 +928,16 @@ impl Inner {
                 }
                 at(c.since + limits.header_timeout);
                 if snap.unread > 0 {
-                    let kicked_recently = c.kicked.is_some_and(|k| now.duration_since(k) < STALL);
-                    if now.duration_since(c.consumed_moved) >= STALL && !kicked_recently {
-                        c.kicked = Some(now);
-                        stalled += 1;
-                        // Look again soon: the kick or the freed thread
-                        // should have picked it up by then.
-                        at(now + STALL);
-                    } else {
-                        at(c.consumed_moved + STALL);
+                    match kick_check(snap.consumed() == 0, c.consumed_moved, c.kicked, now) {
+                        Kick::Now => {
+                            c.kicked = Some(now);
+                            stalled += 1;
+                            // Look again soon: the kick's thread should
+                            // have picked it up by then.
+                            at(now + QUEUED);
+                        }
+                        Kick::LookAt(t) => at(t),
+                        Kick::Never => {}
                     }
                 } else {
                     // A drip: bytes arrive but no request completes.
@@ -998,6 +1014,71 @@ fn send_check(
     }
 }
 
+/// Pure: whether the handlers' record `a` of a peer outlives a rescan that
+/// began at `scan_started` and did (`known`) or did not find an open
+/// connection from that peer. A record touched since the scan began is kept
+/// even when the scan missed its socket: that connection was accepted (and
+/// maybe answered) after `/proc` was read, and without its record the next
+/// rescan would take the request it answered for a partial one (a 408 after
+/// the header timeout instead of the idle close).
+fn keep_activity(a: &Activity, known: bool, scan_started: Instant) -> bool {
+    known || a.in_flight > 0 || a.request_started.max(a.last_response) >= scan_started
+}
+
+/// Pure: after a look at the accept queue (`backlog`, None if unreadable)
+/// that followed a listener wake-up with `pause`, the pause before the next
+/// look, or None once the queue is empty (or the listener is being closed).
+/// It starts at 100 µs and doubles to 10 ms: a lagging accept thread is
+/// followed closely, a dead one costs at most 100 looks a second until the
+/// accept-loop check in `run` reports it.
+fn next_accept_poll(backlog: Option<u32>, closing: bool, pause: Duration) -> Option<Duration> {
+    match backlog {
+        Some(n) if n > 0 && !closing => {
+            Some((pause * 2).clamp(Duration::from_micros(100), Duration::from_millis(10)))
+        }
+        _ => None,
+    }
+}
+
+/// The pool-kick rule for one connection with request bytes waiting unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kick {
+    /// Kick the pool now.
+    Now,
+    /// Not yet: look again at this time.
+    LookAt(Instant),
+    /// Never for this connection: a thread has read from it, and tiny_http
+    /// gives a connection one thread for its whole life, so a fresh pool
+    /// thread could not help (that thread is busy, not missing).
+    Never,
+}
+
+/// Pure: `never_read` is whether tiny_http has consumed no byte of the
+/// connection yet, `waiting_since` since when nothing was consumed (its
+/// discovery, or the last time its consumed count moved), `kicked` when we
+/// last kicked for it. A kick whose own connection lost the same race frees
+/// nothing, so a connection still queued is kicked for again after
+/// [`QUEUED`].
+fn kick_check(
+    never_read: bool,
+    waiting_since: Instant,
+    kicked: Option<Instant>,
+    now: Instant,
+) -> Kick {
+    if !never_read {
+        return Kick::Never;
+    }
+    let due = match kicked {
+        Some(k) if k >= waiting_since => k + QUEUED,
+        _ => waiting_since + QUEUED,
+    };
+    if now >= due {
+        Kick::Now
+    } else {
+        Kick::LookAt(due)
+    }
+}
+
 /// How many of the closed sockets first seen at `seen` are still held
 /// `after` later (the caller drops the ones that are gone).
 fn wedged(seen: impl IntoIterator<Item = Instant>, now: Instant, after: Duration) -> usize {
@@ -1043,6 +1124,82 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn the_accept_queue_is_polled_until_empty_with_a_growing_pause() {
+        let us = Duration::from_micros;
+        // Empty (or unreadable, or closing): done.
+        assert_eq!(next_accept_poll(Some(0), false, Duration::ZERO), None);
+        assert_eq!(next_accept_poll(None, false, us(800)), None);
+        assert_eq!(next_accept_poll(Some(3), true, us(800)), None);
+        // Waiting: 100 µs first, doubling, at most 10 ms.
+        let mut pause = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            pause = next_accept_poll(Some(1), false, pause).expect("still waiting");
+            seen.push(pause);
+        }
+        assert_eq!(seen[0], us(100));
+        assert_eq!(seen[1], us(200));
+        assert_eq!(seen[6], us(6_400));
+        assert_eq!(seen[7], us(10_000));
+        assert_eq!(seen[9], us(10_000));
+    }
+
+    #[test]
+    fn only_a_connection_no_thread_ever_read_is_kicked_for() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Read before: its own thread is busy; never kicked, however long.
+        assert_eq!(kick_check(false, at(0), None, at(60_000)), Kick::Never);
+        let q = QUEUED.as_millis() as u64;
+        // Never read, bytes waiting since 0: not before QUEUED, then at once.
+        assert_eq!(
+            kick_check(true, at(0), None, at(q - 1)),
+            Kick::LookAt(at(q))
+        );
+        assert_eq!(kick_check(true, at(0), None, at(q)), Kick::Now);
+        assert_eq!(kick_check(true, at(0), None, at(900)), Kick::Now);
+        // Kicked at QUEUED and still queued: again QUEUED after that kick.
+        assert_eq!(
+            kick_check(true, at(0), Some(at(q)), at(q + 2)),
+            Kick::LookAt(at(2 * q))
+        );
+        assert_eq!(kick_check(true, at(0), Some(at(q)), at(2 * q)), Kick::Now);
+        // A kick from before the current wait does not delay this one.
+        assert_eq!(
+            kick_check(true, at(100), Some(at(1)), at(100 + q)),
+            Kick::Now
+        );
+        assert_eq!(
+            kick_check(true, at(100), Some(at(1)), at(101)),
+            Kick::LookAt(at(100 + q))
+        );
+    }
+
+    #[test]
+    fn a_rescan_keeps_the_records_of_connections_it_may_not_have_seen() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let rec = |in_flight, started, finished| Activity {
+            in_flight,
+            responses: u64::from(in_flight == 0),
+            request_started: started,
+            last_response: finished,
+        };
+        let scan = at(100);
+        // Answered before the scan began and not found by it: gone.
+        assert!(!keep_activity(&rec(0, at(10), at(20)), false, scan));
+        // Found by the scan: kept, however old.
+        assert!(keep_activity(&rec(0, at(10), at(20)), true, scan));
+        // In flight: kept.
+        assert!(keep_activity(&rec(1, at(10), at(10)), false, scan));
+        // The race: accepted after /proc was read, asked and answered before
+        // the records were pruned. Kept, so the next rescan sees a response.
+        assert!(keep_activity(&rec(0, at(101), at(102)), false, scan));
+        // Started before the scan, answered after it: kept too.
+        assert!(keep_activity(&rec(0, at(90), at(100)), false, scan));
+    }
 
     #[test]
     fn a_closed_socket_is_wedged_only_once_held_for_wedged_after() {

@@ -330,6 +330,16 @@ pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) {
 /// so never set that one there). Both facts are checked in
 /// `shared/tests/sys.rs`.
 ///
+/// Nor does the guard set `SO_RCVTIMEO` on each client socket it finds, as
+/// a backstop for a connection it finds late: Linux reads the receive
+/// timeout when a blocking `recv` starts waiting (`sock_rcvtimeo` in
+/// `tcp_recvmsg`), so setting it on a socket whose tiny_http thread is
+/// already blocked bounds nothing until that read returns; and when it
+/// expires, tiny_http takes the `EAGAIN` for a broken connection and ends
+/// it without a word, where the header timeout's contract is a 408. The
+/// guard bounds a late-found connection by its own rules instead, from
+/// the moment it finds it, and its loop never blocks on the accept queue.
+///
 /// An action that still takes a number: `shared/tests/sys.rs` calls it
 /// that way. `Server::start` calls it on the listener it owns at that
 /// moment (a `TcpListener` not yet handed to tiny_http).
