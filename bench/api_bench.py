@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
 """Benchmark: orion-api (the shipped musl binary) against nginx-light, side by side.
 
-wrk drives GET /health at 64 connections for 10 s against each server in the
-same run; nginx serves the same JSON body through `return 200` with its access
-log on, and the API runs with per-request logging on (LOG_LEVEL=debug, because
-probes log at debug) into a file, as nginx does. Prints requests/s, the ratio,
-p50/p99, and the API's RSS idle and under load. Figures, not pass/fail.
+wrk drives GET /health at 64 and at 128 connections (BENCH_CONNECTIONS, "64,128")
+for 5 s (BENCH_DURATION) against each server in the same run; nginx serves the
+same JSON body through `return 200` with its access log on, and the API runs
+with per-request logging on (LOG_LEVEL=debug, because probes log at debug) into
+a file, as nginx does. Every round is printed (requests/s, p50, p99, and the
+API's `http_pool_kicks_total` delta), then the medians, the ratio and the API's
+RSS idle and at 64 connections. Then a fixed-rate run: hey at 128 connections
+and about 20 % of nginx's measured capacity (BENCH_FIXED_SHARE), reporting p99,
+p99.9 and the slowest request of each server. Figures, not pass/fail.
 
 The build machine is a shared VM whose speed drifts by tens of percent within a
 minute, so the two servers are measured in alternating rounds (BENCH_ROUNDS,
-default 3; nginx then the API, each round) and the summary is the median of
-the per-round figures: each ratio compares two runs seconds apart.
+default 3; nginx then the API, each round and connection count) and the summary
+is the median of the per-round figures: each ratio compares two runs seconds
+apart. Between rounds the API sits idle while nginx runs, long enough for
+tiny_http's spare pool threads to exit (5 s), so each API round starts from a
+cold pool, as a burst after a quiet spell does in production.
 """
 import json
 import os
@@ -27,8 +34,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("ORION_API_BIN", os.path.join(ROOT, "dist", "amd64", "orion-api"))
-DURATION = os.environ.get("BENCH_DURATION", "10s")
-CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "64")
+DURATION = os.environ.get("BENCH_DURATION", "5s")
+CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "64,128").split(",")]
+FIXED_CONNECTIONS = int(os.environ.get("BENCH_FIXED_CONNECTIONS", "128"))
+FIXED_SHARE = float(os.environ.get("BENCH_FIXED_SHARE", "0.2"))
 THREADS = os.environ.get("BENCH_WRK_THREADS", "2")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
@@ -64,23 +73,56 @@ def to_ms(v):
     return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[unit]
 
 
-def wrk(url):
+def wrk(url, connections):
     out = subprocess.run(
-        ["wrk", "-t", THREADS, "-c", CONNECTIONS, "-d", DURATION, "--latency", url],
+        ["wrk", "-t", THREADS, "-c", str(connections), "-d", DURATION, "--latency", url],
         check=True, capture_output=True, text=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    slowest = to_ms(re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99,
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "max_ms": slowest,
             "non2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": sock.group(1) if sock else "none"}
 
 
+def hey(url, connections, per_conn_rate):
+    """A fixed-rate run; latencies from hey's per-request CSV (seconds)."""
+    out = subprocess.run(
+        ["hey", "-z", DURATION, "-c", str(connections), "-q", str(per_conn_rate), "-o", "csv", url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    lat, codes = [], {}
+    for line in out.splitlines()[1:]:
+        f = line.split(",")
+        if len(f) < 7:
+            continue
+        lat.append(float(f[0]) * 1000)
+        codes[f[6]] = codes.get(f[6], 0) + 1
+    if not lat:
+        raise SystemExit(f"bench: hey got no answer from {url}")
+    lat.sort()
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+    return {"n": len(lat), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+            "max_ms": lat[-1], "codes": codes}
+
+
+def counter(url, name):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def main():
-    for tool in ("wrk", "nginx"):
+    for tool in ("wrk", "hey", "nginx"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             raise SystemExit(f"bench: {tool} missing (make deps installs it)")
     if not os.path.exists(BIN):
@@ -100,6 +142,7 @@ def main():
         body = wait_http(f"http://127.0.0.1:{api_port}/health")
         time.sleep(1)
         idle_rss, _ = rss_kib(api.pid)
+        metrics_url = f"http://127.0.0.1:{api_port}/metrics"
 
         # --- nginx with the same body and its access log on
         ng_port = free_port()
@@ -126,52 +169,76 @@ http {{
         ng = subprocess.Popen([nginx_bin, "-c", conf, "-p", tmp], stderr=subprocess.DEVNULL)
         procs.append(ng)
         wait_http(f"http://127.0.0.1:{ng_port}/health")
+        ng_url, api_url = f"http://127.0.0.1:{ng_port}/health", f"http://127.0.0.1:{api_port}/health"
 
         # --- load: alternating rounds, nginx then the API, sampling the API's RSS
-        peak = [idle_rss]
+        peak = {c: idle_rss for c in CONNECTIONS}
         done = threading.Event()
 
-        def sample():
+        def sample(c):
             while not done.is_set():
                 try:
-                    peak[0] = max(peak[0], rss_kib(api.pid)[0])
+                    peak[c] = max(peak[c], rss_kib(api.pid)[0])
                 except OSError:
                     pass
                 time.sleep(0.1)
 
-        rounds = []
+        rounds = {c: [] for c in CONNECTIONS}
         for _ in range(ROUNDS):
-            n = wrk(f"http://127.0.0.1:{ng_port}/health")
-            done.clear()
-            t = threading.Thread(target=sample)
-            t.start()
-            a = wrk(f"http://127.0.0.1:{api_port}/health")
-            done.set()
-            t.join()
-            rounds.append((n, a))
+            for c in CONNECTIONS:
+                n = wrk(ng_url, c)
+                kicks = counter(metrics_url, "http_pool_kicks_total")
+                done.clear()
+                t = threading.Thread(target=sample, args=(c,))
+                t.start()
+                a = wrk(api_url, c)
+                done.set()
+                t.join()
+                a["kicks"] = counter(metrics_url, "http_pool_kicks_total") - kicks
+                rounds[c].append((n, a))
+
+        # --- fixed rate: ~FIXED_SHARE of nginx's capacity at FIXED_CONNECTIONS
+        cap = statistics.median(n["rps"] for n, _ in rounds[max(CONNECTIONS)])
+        per_conn = max(1, round(cap * FIXED_SHARE / FIXED_CONNECTIONS))
+        fixed_n = hey(ng_url, FIXED_CONNECTIONS, per_conn)
+        kicks = counter(metrics_url, "http_pool_kicks_total")
+        fixed_a = hey(api_url, FIXED_CONNECTIONS, per_conn)
+        fixed_a["kicks"] = counter(metrics_url, "http_pool_kicks_total") - kicks
         _, hwm = rss_kib(api.pid)
         logged = sum(1 for _ in open(os.path.join(tmp, "api.log"), "rb"))
 
         def row(name, r):
-            return (f"{name:12} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}  "
-                    f"non-2xx {r['non2xx']}, socket {r['socket_errors']}")
+            kicks = f"  kicks {r['kicks']:.0f}" if "kicks" in r else ""
+            return (f"{name:14} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.2f}  "
+                    f"non-2xx {r['non2xx']}, socket {r['socket_errors']}{kicks}")
 
-        def med(side, key):
-            return statistics.median(r[side][key] for r in rounds)
-
-        ratios = [a["rps"] / n["rps"] for n, a in rounds]
-        print(f"\nGET /health, wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}, {ROUNDS} alternating rounds, "
+        print(f"\nGET /health, wrk -t{THREADS} -d{DURATION}, {ROUNDS} alternating rounds, "
               "same machine, logging on for both")
-        print(f"{'':12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  errors")
-        for i, (n, a) in enumerate(rounds, 1):
-            print(row(f"nginx #{i}", n))
-            print(row(f"orion-api #{i}", a) + f"  ratio {a['rps'] / n['rps']:.2f}")
-        print(f"median: nginx {med(0, 'rps'):.0f} req/s, orion-api {med(1, 'rps'):.0f} req/s")
-        print(f"ratio orion-api/nginx: {statistics.median(ratios):.2f} median "
-              f"({min(ratios):.2f}-{max(ratios):.2f})  (target >= 0.6)")
-        print(f"orion-api p99: {med(1, 'p99_ms'):.2f} ms median  (target <= 5 ms; nginx {med(0, 'p99_ms'):.2f} ms)")
-        print(f"orion-api RSS idle: {idle_rss / 1024:.1f} MiB (target <= 4), under load: {peak[0] / 1024:.1f} MiB, "
-              f"peak (VmHWM) {hwm / 1024:.1f} MiB (target <= 12)")
+        for c in CONNECTIONS:
+            rs = rounds[c]
+            print(f"\n-c{c}            {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  errors")
+            for i, (n, a) in enumerate(rs, 1):
+                print(row(f"nginx #{i}", n))
+                print(row(f"orion-api #{i}", a) + f"  ratio {a['rps'] / n['rps']:.2f}")
+            ratios = [a["rps"] / n["rps"] for n, a in rs]
+            worst = max(a["p99_ms"] for _, a in rs)
+            print(f"-c{c} median: nginx {statistics.median(n['rps'] for n, _ in rs):.0f} req/s, "
+                  f"orion-api {statistics.median(a['rps'] for _, a in rs):.0f} req/s; "
+                  f"ratio {statistics.median(ratios):.2f} median ({min(ratios):.2f}-{max(ratios):.2f}, target >= 0.6)")
+            print(f"-c{c} orion-api p99 worst round {worst:.2f} ms (target <= 20 in every round; "
+                  f"nginx worst {max(n['p99_ms'] for n, _ in rs):.2f} ms); "
+                  f"pool kicks {sum(a['kicks'] for _, a in rs):.0f}")
+        print(f"\nfixed rate: hey -z {DURATION} -c {FIXED_CONNECTIONS} -q {per_conn} "
+              f"({per_conn * FIXED_CONNECTIONS} req/s, {FIXED_SHARE:.0%} of nginx's {cap:.0f})")
+        print(f"{'':14} {'requests':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'slowest':>8}  status")
+        for name, r in (("nginx", fixed_n), ("orion-api", fixed_a)):
+            kicks = f"  kicks {r['kicks']:.0f}" if "kicks" in r else ""
+            print(f"{name:14} {r['n']:>10} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['p999_ms']:>9.2f} "
+                  f"{r['max_ms']:>8.2f}  {r['codes']}{kicks}")
+        print(f"orion-api slowest at the fixed rate: {fixed_a['max_ms']:.1f} ms (target <= 60)")
+        print(f"\norion-api RSS idle: {idle_rss / 1024:.1f} MiB (target <= 4), "
+              + ", ".join(f"under load at {c}: {peak[c] / 1024:.1f} MiB" for c in CONNECTIONS)
+              + f" (target <= 12 at 64), peak (VmHWM) {hwm / 1024:.1f} MiB")
         print(f"orion-api log lines written: {logged}")
         print(f"binary: {BIN} ({os.path.getsize(BIN)} bytes)")
     finally:

@@ -1,6 +1,6 @@
-# API benchmark (make bench): orion-api against nginx-light under wrk.
+# API benchmark (make bench): orion-api against nginx-light under wrk (rounds) and hey (fixed rate).
 BENCH_TARGETS += bench-api
 
 .PHONY: bench-api
-bench-api: deps build ## benchmark: orion-api vs nginx (wrk, GET /health, 64 connections, 10 s)
+bench-api: deps build ## benchmark: orion-api vs nginx (GET /health: wrk rounds at 64 and 128 connections, hey at a fixed rate)
 	python3 bench/api_bench.py

@@ -10,6 +10,7 @@ declare -A need=(
   [prometheus-alertmanager]=prometheus-alertmanager
   [amtool]=prometheus-alertmanager
   [wrk]=wrk
+  [hey]=hey
   [nginx]=nginx-light
   [qemu-aarch64]=qemu-user
   [docker-compose]=docker-compose
