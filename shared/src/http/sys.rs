@@ -336,7 +336,8 @@ pub fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) {
 /// `tcp_recvmsg`), so setting it on a socket whose tiny_http thread is
 /// already blocked bounds nothing until that read returns; and when it
 /// expires, tiny_http takes the `EAGAIN` for a broken connection and ends
-/// it without a word, where the header timeout's contract is a 408. The
+/// it without a word (its 408 arm matches `ErrorKind::TimedOut`; `EAGAIN`
+/// is `WouldBlock`), where the header timeout's contract is a 408. The
 /// guard bounds a late-found connection by its own rules instead, from
 /// the moment it finds it, and its loop never blocks on the accept queue.
 ///
