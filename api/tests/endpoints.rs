@@ -5,6 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::io::Write;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -55,7 +56,7 @@ fn head_works_wherever_get_does() {
         let r = read_head(&mut s).unwrap();
         assert_eq!(r.status, 200, "HEAD {path}");
         // Nothing after the head: the server closes without a body.
-        let rest = closed_within(&mut s, std::time::Duration::from_secs(5)).expect("closed");
+        let rest = closed_within(&mut s, Duration::from_secs(5)).expect("closed");
         assert!(
             r.body.is_empty() && rest.is_empty(),
             "HEAD {path} sent a body"
@@ -131,7 +132,22 @@ fn metrics_have_the_spec_names_and_bounded_labels() {
     api.get("/health");
     api.get("/does-not-exist");
     api.request("BREW /coffee HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    let r = api.get("/metrics");
+    // A request is counted once its answer is written, so the client can see
+    // the answer a moment before the count: wait for all three (bounded).
+    let counted = [
+        r#"http_requests_total{method="GET",route="/",status_code="200"}"#,
+        r#"http_requests_total{method="GET",route="unmatched",status_code="404"}"#,
+        r#"http_requests_total{method="other",route="unmatched",status_code="404"}"#,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let r = api.get("/metrics");
+        let m = r.text();
+        if counted.iter().all(|c| sample(&m, c).is_some()) || Instant::now() >= deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(r.status, 200);
     assert!(r
         .header("content-type")

@@ -307,6 +307,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     read_response(&mut s)
 }
 
+/// One `read`, retried when a signal interrupted it: the test process gets a
+/// SIGCHLD whenever a service (or kill(1)) it started exits, and a read that
+/// it interrupts fails with `Interrupted` (seen: a flaky keep-alive test).
+pub fn read_some(s: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Reads one response (status line, headers, `Content-Length` body). For a
 /// HEAD request use [`read_head`].
 pub fn read_response(s: &mut TcpStream) -> std::io::Result<Response> {
@@ -317,7 +329,7 @@ pub fn read_response(s: &mut TcpStream) -> std::io::Result<Response> {
         .unwrap_or(0);
     while r.body.len() < len {
         let mut buf = vec![0u8; len - r.body.len()];
-        let n = s.read(&mut buf)?;
+        let n = read_some(s, &mut buf)?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -338,7 +350,7 @@ pub fn read_head(s: &mut TcpStream) -> std::io::Result<Response> {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
         }
-        let n = s.read(&mut chunk)?;
+        let n = read_some(s, &mut chunk)?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,

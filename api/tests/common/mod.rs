@@ -3,7 +3,7 @@
 //! (no HTTP client crate: the tests control every byte).
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_orion-api");
 
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use orion_shared::testing::{
-    assert_promtool_accepts, free_port, read_head, read_response, sample, Response as Resp,
-    ServiceProcess, ServiceSpec,
+    assert_promtool_accepts, free_port, read_head, read_response, read_some, sample,
+    Response as Resp, ServiceProcess, ServiceSpec,
 };
 
 /// How the API is started and says it listens.
@@ -142,7 +142,7 @@ pub fn read_for(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
             return (got, false);
         }
         s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
+        match read_some(s, &mut buf) {
             Ok(0) => return (got, true),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e)
