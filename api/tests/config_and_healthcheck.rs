@@ -3,7 +3,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -74,19 +73,7 @@ fn run_with_nofile(nofile: u64, env: &[(&str, &str)]) -> (Option<i32>, String) {
     cmd.env_clear()
         .env("PORT", free_port().to_string())
         .envs(env.iter().copied());
-    // SAFETY: setrlimit is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: nofile as libc::rlim_t,
-                rlim_max: nofile as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_child_open_files(&mut cmd, nofile, nofile);
     let mut p = ServiceProcess::spawn(cmd);
     let deadline = Instant::now() + Duration::from_secs(10);
     let code = loop {

@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -255,19 +254,7 @@ fn a_dead_accept_loop_ends_the_process_with_a_non_zero_code() {
     // descriptors faster than the guard can shed them, accept fails with
     // EMFILE and tiny_http's accept loop ends for good.
     let mut api = ServiceProcess::start_with(&SPEC, &[("HTTP_MAX_CONNECTIONS", "10")], |cmd| {
-        // SAFETY: setrlimit is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: 96,
-                    rlim_max: 96,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        limit_child_open_files(cmd, 96, 96);
     });
     let addr = api.addr();
     let mut held = Vec::new();

@@ -4,7 +4,6 @@
 //! allowed joins every one of them and still exits 0 at once.
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,19 +16,7 @@ fn json(line: &str) -> serde_json::Value {
 fn the_open_files_step_logs_after_logging_has_started() {
     // Soft 1,024, hard 4,096: the step raises the soft limit to the hard one.
     let mut api = ServiceProcess::start_with(&SPEC, &[], |cmd| {
-        // SAFETY: setrlimit is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: 1024,
-                    rlim_max: 4096,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        limit_child_open_files(cmd, 1024, 4096);
     });
     let lines = {
         api.signal(libc::SIGTERM);

@@ -358,7 +358,7 @@ fn a_dead_accept_loop_is_fatal_for_the_worker_too() {
     // exhausts the descriptors, accept fails with EMFILE and tiny_http's
     // accept loop ends for good. serve's fatal path: exit 1, the last line
     // still written.
-    use std::os::unix::process::CommandExt;
+    use common::limit_child_open_files;
     let mut w = common::ServiceProcess::start_with(
         &common::SPEC,
         &[
@@ -367,19 +367,7 @@ fn a_dead_accept_loop_is_fatal_for_the_worker_too() {
             ("HTTP_MAX_CONNECTIONS", "10"),
         ],
         |cmd| {
-            // SAFETY: setrlimit is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    let lim = libc::rlimit {
-                        rlim_cur: 96,
-                        rlim_max: 96,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            limit_child_open_files(cmd, 96, 96);
         },
     );
     let addr = w.addr();

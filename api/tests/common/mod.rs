@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_orion-api");
 
 #[allow(unused_imports)] // each test binary uses its own subset
+pub use orion_shared::http::sys::limit_child_open_files;
+#[allow(unused_imports)] // each test binary uses its own subset
 pub use orion_shared::testing::{
     assert_promtool_accepts, free_port, read_head, read_response, read_some, sample,
     Response as Resp, ServiceProcess, ServiceSpec,

@@ -368,19 +368,23 @@ impl Guard {
         inodes.iter().any(|ino| !closed.contains_key(ino))
     }
 
-    /// Whether, right now (a /proc scan), `peer` has a connected socket we
-    /// did not close (it connected again from the same port), or none of
-    /// the sockets we closed for it exists any more.
-    pub fn peer_reconnected_or_gone(&self, peer: SocketAddr) -> bool {
-        let closed: Vec<u64> = self
-            .inner
+    /// The inodes of the sockets we closed for `peer` that may still exist.
+    fn closed_inodes_of(&self, peer: SocketAddr) -> Vec<u64> {
+        self.inner
             .closed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(_, p)| **p == peer)
             .map(|(ino, _)| *ino)
-            .collect();
+            .collect()
+    }
+
+    /// Whether, right now (a /proc scan), `peer` has a connected socket we
+    /// did not close (it connected again from the same port), or none of
+    /// the sockets we closed for it exists any more.
+    pub fn peer_reconnected_or_gone(&self, peer: SocketAddr) -> bool {
+        let closed = self.closed_inodes_of(peer);
         let again = sys::client_sockets(self.inner.port, self.inner.listener_fd)
             .iter()
             .any(|s| s.peer == peer && !closed.contains(&s.inode));
@@ -394,15 +398,7 @@ impl Guard {
     /// Whether a socket we closed for `peer` still exists (tiny_http still
     /// holds it, so requests it parsed from it may still arrive).
     pub fn closed_socket_alive(&self, peer: SocketAddr) -> bool {
-        let inodes: Vec<u64> = self
-            .inner
-            .closed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, p)| **p == peer)
-            .map(|(ino, _)| *ino)
-            .collect();
+        let inodes = self.closed_inodes_of(peer);
         if inodes.is_empty() {
             return false;
         }

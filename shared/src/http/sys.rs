@@ -599,3 +599,26 @@ impl Drop for AcceptSignal {
         }
     }
 }
+
+/// Makes `cmd`'s child start under an open-files limit of `soft`/`hard`
+/// (the integration tests run the services under small limits, so results
+/// do not depend on the machine's). Test-only: built with feature `testing`.
+#[cfg(feature = "testing")]
+pub fn limit_child_open_files(cmd: &mut std::process::Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setrlimit(2), which is async-signal-safe and allocates nothing; `lim`
+    // is a plain value copied into the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

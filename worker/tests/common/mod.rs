@@ -45,6 +45,8 @@ pub fn run_timeout(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Ou
 }
 
 #[allow(unused_imports)] // each test binary uses its own subset
+pub use orion_shared::http::sys::limit_child_open_files;
+#[allow(unused_imports)] // each test binary uses its own subset
 pub use orion_shared::testing::{free_port, sample, ServiceProcess, ServiceSpec};
 
 /// How the worker is started and says it listens.
