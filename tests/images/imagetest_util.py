@@ -8,13 +8,16 @@ a failure: CI must never go green by testing nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import struct
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,27 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 
 def inspect(ref: str, fmt: str) -> str:
     return run("docker", "inspect", "-f", fmt, ref).stdout.strip()
+
+
+def elf_facts(data: bytes) -> dict:
+    """Just enough ELF64-LE parsing to answer: machine, PT_INTERP present, section names."""
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not a 64-bit little-endian ELF"
+    (machine,) = struct.unpack_from("<H", data, 0x12)
+    (phoff, shoff) = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", data, 0x36)
+    ptypes = [struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)]
+    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    strtab_off, strtab_size = headers[shstrndx][4], headers[shstrndx][5]
+    strtab = data[strtab_off : strtab_off + strtab_size]
+    sections = {}
+    for name_off, _type, _flags, _addr, off, size in headers:
+        name = strtab[name_off : strtab.index(b"\0", name_off)].decode()
+        sections[name] = data[off : off + size]
+    return {"machine": machine, "interp": 3 in ptypes, "dynamic": 2 in ptypes, "sections": sections}
+
+
+def embedded_dependencies(path: Path) -> dict:
+    """The crate list cargo auditable embeds in a binary (.dep-v0: zlib-compressed JSON)."""
+    sections = elf_facts(path.read_bytes())["sections"]
+    assert ".dep-v0" in sections, f"{path}: no .dep-v0 section: built without `cargo auditable`"
+    return json.loads(zlib.decompress(sections[".dep-v0"]))

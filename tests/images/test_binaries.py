@@ -4,15 +4,12 @@ they are cross-compiled, never built under emulation)."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import struct
 import tomllib
-import zlib
 
 import pytest
 
-from imagetest_util import REPO, SERVICES, free_port, missing, run
+from imagetest_util import REPO, SERVICES, elf_facts, embedded_dependencies, free_port, missing, run
 
 VERSION = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["package"]["version"]
 ARCHES = {
@@ -29,28 +26,9 @@ def binary(arch: str, svc: str):
     return p
 
 
-def elf_facts(data: bytes) -> dict:
-    """Just enough ELF64-LE parsing to answer: machine, PT_INTERP present, section names."""
-    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not a 64-bit little-endian ELF"
-    (machine,) = struct.unpack_from("<H", data, 0x12)
-    (phoff, shoff) = struct.unpack_from("<QQ", data, 0x20)
-    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", data, 0x36)
-    ptypes = [struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)]
-    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    strtab_off, strtab_size = headers[shstrndx][4], headers[shstrndx][5]
-    strtab = data[strtab_off : strtab_off + strtab_size]
-    sections = {}
-    for name_off, _type, _flags, _addr, off, size in headers:
-        name = strtab[name_off : strtab.index(b"\0", name_off)].decode()
-        sections[name] = data[off : off + size]
-    return {"machine": machine, "interp": 3 in ptypes, "dynamic": 2 in ptypes, "sections": sections}
-
-
 def dependency_list(arch: str, svc: str) -> dict:
-    """The crate list cargo auditable embeds (.dep-v0: zlib-compressed JSON)."""
-    sections = elf_facts(binary(arch, svc).read_bytes())["sections"]
-    assert ".dep-v0" in sections, "no .dep-v0 section: built without `cargo auditable`"
-    return json.loads(zlib.decompress(sections[".dep-v0"]))
+    """The crate list cargo auditable embeds in dist/'s binary."""
+    return embedded_dependencies(binary(arch, svc))
 
 
 @pytest.mark.parametrize("arch,svc", BINARIES)

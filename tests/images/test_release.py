@@ -24,13 +24,12 @@ import struct
 import subprocess
 import tarfile
 import tomllib
-import zlib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from imagetest_util import IN_CI, REPO, SERVICES, run
+from imagetest_util import IN_CI, REPO, SERVICES, embedded_dependencies, run
 
 VERSION = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["package"]["version"]
 OCI = REPO / "dist" / "oci"
@@ -201,16 +200,6 @@ def test_ci_container_installs_the_buildah_this_machine_builds_with():
 
 # ------------------------------------------------------------------ SBOM -----------------
 
-def dep_v0(path: Path) -> dict:
-    data = path.read_bytes()
-    shoff = struct.unpack_from("<Q", data, 0x28)[0]
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    hdrs = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    strtab = data[hdrs[shstrndx][4]:hdrs[shstrndx][4] + hdrs[shstrndx][5]]
-    for name, _t, _f, _a, off, size in hdrs:
-        if strtab[name:strtab.index(b"\0", name)] == b".dep-v0":
-            return json.loads(zlib.decompress(data[off:off + size]))
-    raise AssertionError(f"{path}: no .dep-v0")
 
 
 def validator():
@@ -231,7 +220,7 @@ def test_sbom_lists_every_crate_compiled_in_with_version_and_license(svc):
     assert bom["metadata"]["component"]["purl"] == f"pkg:oci/orion-{svc}@{digest.replace(':', '%3A')}"
     got = {(c["name"], c["version"]) for c in bom["components"]}
     for _, arch, _ in PLATFORMS:
-        pkgs = dep_v0(REPO / "dist" / arch / f"orion-{svc}")["packages"]
+        pkgs = embedded_dependencies(REPO / "dist" / arch / f"orion-{svc}")["packages"]
         compiled_in = {(p["name"], p["version"]) for p in pkgs if p.get("kind", "runtime") == "runtime"}
         build_only = {(p["name"], p["version"]) for p in pkgs if p.get("kind") == "build"}
         assert compiled_in <= got, sorted(compiled_in - got)
