@@ -21,6 +21,8 @@
 //!
 //! [`judge`] only reads its arguments, so it is tested with made-up requests.
 
+use super::close::CloseReason;
+
 /// Limits on a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -92,11 +94,12 @@ impl Refusal {
         }
     }
 
-    /// The `http_connections_closed_total` reason of the close that follows.
-    pub fn close_reason(self) -> &'static str {
+    /// The close that follows the answer (its `reason` label is
+    /// `header_too_large` or `bad_request`).
+    pub fn close_reason(self) -> CloseReason {
         match self {
-            Refusal::HeadTooLarge | Refusal::TooManyFields => "header_too_large",
-            _ => "bad_request",
+            Refusal::HeadTooLarge | Refusal::TooManyFields => CloseReason::HeadRefused,
+            _ => CloseReason::BadRequest,
         }
     }
 }
@@ -505,7 +508,10 @@ mod tests {
         let v = judge((1, 1), "/", [("", "x"), ("X-Big", big.as_str())], LIMITS);
         assert_eq!(v, Verdict::Refuse(Refusal::HeadTooLarge));
         assert_eq!(Refusal::HeadTooLarge.status(), 431);
-        assert_eq!(Refusal::HeadTooLarge.close_reason(), "header_too_large");
+        assert_eq!(
+            Refusal::HeadTooLarge.close_reason().label(),
+            Some("header_too_large")
+        );
     }
 
     #[test]

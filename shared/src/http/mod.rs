@@ -3,12 +3,15 @@
 //! stop. See [`server::Server`] for the lifecycle and [`guard`] for the
 //! defence against slow, idle and oversized clients.
 //!
-//! One concept per file: [`HttpConfig`] (`config.rs`), [`Reply`]
+//! One concept per file: [`HttpConfig`] (`config.rs`), [`CloseReason`]
+//! (`close.rs`: every way a connection is closed), [`Reply`]
 //! (`reply.rs`), [`Router`] (`router.rs`), [`RequestMetrics`]
 //! (`request_metrics.rs`), the request-head checks (`framing`), per-connection
 //! ordering (`lanes`), the guard, the server, and the system calls (`sys`,
 //! the only module with `unsafe` code; every other one forbids it).
 
+#[forbid(unsafe_code)]
+pub mod close;
 #[forbid(unsafe_code)]
 mod config;
 #[forbid(unsafe_code)]
@@ -27,6 +30,7 @@ mod router;
 pub mod server;
 pub mod sys;
 
+pub use close::CloseReason;
 pub use config::HttpConfig;
 pub use reply::{reason_phrase, Reply};
 pub use request_metrics::{RequestMetrics, DURATION_BUCKETS};

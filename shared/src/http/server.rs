@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounter, Registry};
 use tiny_http::{Header, Method, Response};
 
+use super::close::CloseReason;
 use super::framing::{self, Body, HeadLimits, Verdict};
 use super::guard::{Guard, Limits};
 use super::lanes::{Admit, Lanes};
@@ -347,7 +348,7 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
             };
             let finish = app.lanes().finish(peer, ord, closed);
             if finish.close.is_some() {
-                app.guard.close_peer(Some(peer), "pipeline_depth", false);
+                app.guard.close_peer(Some(peer), CloseReason::PipelineDepth);
             }
             next = finish.next;
         }
@@ -363,7 +364,7 @@ fn dispose(app: &App, rq: tiny_http::Request) {
         return;
     }
     let peer = rq.remote_addr().copied();
-    app.guard.close_peer(peer, "request_body", false);
+    app.guard.close_peer(peer, CloseReason::RequestBody);
     let mut parked = app.parked.lock().unwrap_or_else(|e| e.into_inner());
     parked.push(rq);
     log::warn!(parked = parked.len(); "parked a request announcing an absurd Content-Length (tiny_http would abort on dropping it)");
@@ -465,21 +466,23 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
         // Bodies: none of our routes takes one, so we never need to know
         // where it ends. Too large → 413 without reading it; otherwise the
         // normal answer. Either way the connection is closed after it.
-        Verdict::Route(Body::Length(n)) if n > app.max_body => (too_large(), Some("request_body")),
+        Verdict::Route(Body::Length(n)) if n > app.max_body => {
+            (too_large(), Some(CloseReason::RequestBody))
+        }
         Verdict::Route(Body::Length(_)) => (
             route_reply(app, &rq, route, method, route_label),
-            Some("request_body"),
+            Some(CloseReason::RequestBody),
         ),
         // Counted (never stored) up to the limit; the guard bounds the time.
         Verdict::Route(Body::Chunked) => match chunked_over(&mut rq, app.max_body) {
-            Ok(true) => (too_large(), Some("request_body")),
+            Ok(true) => (too_large(), Some(CloseReason::RequestBody)),
             Ok(false) => (
                 route_reply(app, &rq, route, method, route_label),
-                Some("request_body"),
+                Some(CloseReason::RequestBody),
             ),
             Err(_) => (
                 Reply::error(400, "invalid chunked body"),
-                Some("bad_request"),
+                Some(CloseReason::BadRequest),
             ),
         },
     };
@@ -506,7 +509,7 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
                     // SO_SNDTIMEO: the peer accepted nothing for the send
                     // timeout. Reset it; its later requests are discarded.
-                    app.guard.close_peer(peer, "send_timeout", true);
+                    app.guard.close_peer(peer, CloseReason::SendTimeout);
                     closed = true;
                 } else {
                     log::debug!(error = e.to_string().as_str(); "writing response failed");
@@ -523,9 +526,9 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
             // it already parsed waits for this writer, and finds the socket
             // shut. Those requests are discarded by the lane, never run.
             let sock = app.guard.shut_read(peer);
-            let close = |reason: &'static str, response: Option<&[u8]>, abort: bool| match &sock {
-                Some(s) => app.guard.close_socket(s, reason, response, abort),
-                None => app.guard.close_peer(peer, reason, abort),
+            let close = |reason: CloseReason, answer: Option<&[u8]>| match &sock {
+                Some(s) => app.guard.close_socket(s, reason, answer),
+                None => app.guard.close_peer(peer, reason),
             };
             let extra: Vec<(&str, &str)> = reply
                 .headers
@@ -544,16 +547,16 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
                 // Nothing was written on this connection since its previous
                 // answer (lanes run one request at a time), so the answer
                 // can go straight to the socket.
-                close(reason, Some(&bytes), false);
+                close(reason, Some(&bytes));
                 dispose(app, rq);
             } else {
                 let mut writer = rq.into_writer();
                 let written = writer.write_all(&bytes).and_then(|()| writer.flush());
                 let timed_out = matches!(&written, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
                 if timed_out {
-                    close("send_timeout", None, true);
+                    close(CloseReason::SendTimeout, None);
                 } else {
-                    close(reason, None, false);
+                    close(reason, None);
                 }
                 drop(writer);
             }
