@@ -852,6 +852,84 @@ mod tests {
         assert!(p.close.is_empty());
     }
 
+    /// Every combination of handler record, kernel snapshot and draining:
+    /// the deadline a verdict announces is honest. Before it, nothing may
+    /// close or kick (the guard sleeps until then); with none announced,
+    /// nothing may ever change without an event; and every connection that
+    /// is neither busy nor stalled ends within a bounded number of looks.
+    #[test]
+    fn a_verdicts_deadline_is_the_earliest_time_it_can_change() {
+        let clock = Clock(Instant::now());
+        let l = limits();
+        let records = [
+            None,
+            Some(Activity {
+                in_flight: 1,
+                responses: 0,
+                last_response: clock.at(0),
+                request_started: clock.at(3),
+            }),
+            Some(Activity {
+                in_flight: 0,
+                responses: 1,
+                last_response: clock.at(50),
+                request_started: clock.at(40),
+            }),
+        ];
+        let stalled = TcpSnapshot {
+            unacked: 100,
+            ..snap(40, 0)
+        };
+        let snaps = [
+            snap(0, 0),
+            snap(10, 0),
+            snap(50, 50),
+            snap(50, 20),
+            snap(l.max_header_bytes + 1, 0),
+            stalled,
+        ];
+        let quiet = |v: &Verdict| matches!(v, Verdict::Keep(k) if !k.kick);
+        for a in &records {
+            for s in &snaps {
+                for draining in [false, true] {
+                    let case = format!("{a:?} {s:?} draining={draining}");
+                    let mut c = ConnState::new(clock.at(0));
+                    let mut now = clock.at(5);
+                    let mut looks = 0;
+                    loop {
+                        looks += 1;
+                        assert!(looks < 5_000, "{case}: no end after {looks} looks");
+                        let v = judge(&mut c, s, a.as_ref(), &l, draining, now);
+                        let Verdict::Keep(k) = v else { break };
+                        let Some(due) = k.look_at else {
+                            let mut later = c;
+                            let v = judge(
+                                &mut later,
+                                s,
+                                a.as_ref(),
+                                &l,
+                                draining,
+                                now + Duration::from_secs(86_400),
+                            );
+                            assert!(
+                                quiet(&v),
+                                "{case}: nothing announced, yet {v:?} a day later"
+                            );
+                            break;
+                        };
+                        assert!(due > now, "{case}: deadline {due:?} not after {now:?}");
+                        for before in [now + (due - now) / 2, due - Duration::from_micros(1)] {
+                            let mut early = c;
+                            let v = judge(&mut early, s, a.as_ref(), &l, draining, before);
+                            assert!(quiet(&v), "{case}: {v:?} before the deadline");
+                        }
+                        now = due;
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_plan_kicks_at_most_max_kicks_times() {
         let kick = Verdict::Keep(Keep {
