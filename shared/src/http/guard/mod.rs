@@ -568,6 +568,18 @@ impl Inner {
     }
 }
 
+/// Fake time for the guard's unit tests: every instant is a fixed `t0`
+/// plus some milliseconds, so a test states times as numbers.
+#[cfg(test)]
+struct FakeClock(Instant);
+
+#[cfg(test)]
+impl FakeClock {
+    fn at(&self, ms: u64) -> Instant {
+        self.0 + Duration::from_millis(ms)
+    }
+}
+
 /// Our own checked duplicate of `s`'s socket (see `sys::dup_socket`), made
 /// from its descriptor if that still refers to it, else from its twin's
 /// (tiny_http closes the read side's as soon as it sees EOF, the write

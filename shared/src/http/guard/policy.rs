@@ -417,11 +417,25 @@ mod tests {
     use super::*;
     use CloseReason::*;
 
-    /// Fake time: every instant is `t0` plus some milliseconds.
-    struct Clock(Instant);
-    impl Clock {
-        fn at(&self, ms: u64) -> Instant {
-            self.0 + Duration::from_millis(ms)
+    use crate::http::guard::FakeClock as Clock;
+
+    /// The record of a peer whose one request was answered at `t`.
+    fn answered(t: Instant) -> Activity {
+        Activity {
+            in_flight: 0,
+            responses: 1,
+            last_response: t,
+            request_started: t - Duration::from_millis(1),
+        }
+    }
+
+    /// The record of a peer whose first request started at `t` and runs.
+    fn in_flight(t: Instant) -> Activity {
+        Activity {
+            in_flight: 1,
+            responses: 0,
+            last_response: t,
+            request_started: t,
         }
     }
 
@@ -450,22 +464,74 @@ mod tests {
         }
     }
 
-    /// A connection seen at 0 ms, judged at each `(ms, snapshot, activity)`
-    /// in turn; the verdicts.
-    fn run(looks: &[(u64, TcpSnapshot, Option<Activity>)], draining: bool) -> Vec<Verdict> {
-        let clock = Clock(Instant::now());
-        let mut c = ConnState::new(clock.at(0));
-        looks
-            .iter()
-            .map(|(ms, s, a)| judge(&mut c, s, a.as_ref(), &limits(), draining, clock.at(*ms)))
-            .collect()
+    /// One connection, first seen at 0 ms on a fake clock, looked at again
+    /// and again as the guard would.
+    struct Watched {
+        clock: Clock,
+        conn: ConnState,
+        limits: Limits,
+        draining: bool,
     }
 
-    fn keep_until(t: Instant) -> Verdict {
-        Verdict::Keep(Keep {
-            look_at: Some(t),
-            ..Keep::default()
-        })
+    impl Watched {
+        fn new() -> Watched {
+            let clock = Clock(Instant::now());
+            let conn = ConnState::new(clock.at(0));
+            Watched {
+                clock,
+                conn,
+                limits: limits(),
+                draining: false,
+            }
+        }
+
+        fn draining() -> Watched {
+            Watched {
+                draining: true,
+                ..Watched::new()
+            }
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.clock.at(ms)
+        }
+
+        /// The verdict at `ms` on the kernel's `s` and the handlers' `a`.
+        fn look(&mut self, ms: u64, s: TcpSnapshot, a: Option<Activity>) -> Verdict {
+            let now = self.at(ms);
+            judge(
+                &mut self.conn,
+                &s,
+                a.as_ref(),
+                &self.limits,
+                self.draining,
+                now,
+            )
+        }
+
+        /// A verdict that keeps the connection, with only a deadline at `ms`.
+        fn until(&self, ms: u64) -> Verdict {
+            Verdict::Keep(Keep {
+                look_at: Some(self.at(ms)),
+                ..Keep::default()
+            })
+        }
+
+        /// A verdict that keeps it, sheddable, until `ms` (waiting since `since`).
+        fn sheddable(&self, ms: u64, since: u64, partial: bool) -> Verdict {
+            Verdict::Keep(Keep {
+                look_at: Some(self.at(ms)),
+                kick: false,
+                shed: Some(Sheddable {
+                    since: self.at(since),
+                    partial,
+                }),
+            })
+        }
+    }
+
+    fn kicks(v: Verdict) -> bool {
+        matches!(v, Verdict::Keep(k) if k.kick)
     }
 
     fn shed(v: Verdict) -> Option<Sheddable> {
@@ -477,325 +543,161 @@ mod tests {
 
     #[test]
     fn a_silent_connection_gets_a_408_at_the_header_timeout_and_not_before() {
-        let clock = Clock(Instant::now());
-        let mut c = ConnState::new(clock.at(0));
-        let l = limits();
-        let v = judge(
-            &mut c,
-            &snap(0, 0),
-            None,
-            &l,
-            false,
-            clock.at(HEADER_MS - 1),
-        );
+        let mut w = Watched::new();
+        let v = w.look(HEADER_MS - 1, snap(0, 0), None);
+        assert_eq!(v, w.sheddable(HEADER_MS, 0, false));
         assert_eq!(
-            v,
-            Verdict::Keep(Keep {
-                look_at: Some(clock.at(HEADER_MS)),
-                kick: false,
-                shed: Some(Sheddable {
-                    since: clock.at(0),
-                    partial: false
-                }),
-            })
+            w.look(HEADER_MS, snap(0, 0), None),
+            Verdict::Close(HeaderTimeout)
         );
-        let v = judge(&mut c, &snap(0, 0), None, &l, false, clock.at(HEADER_MS));
-        assert_eq!(v, Verdict::Close(HeaderTimeout));
-        assert_eq!(
-            HeaderTimeout.response().map(|r| &r[..12]),
-            Some(&b"HTTP/1.1 408"[..])
-        );
+        assert!(HeaderTimeout
+            .response()
+            .is_some_and(|r| r.starts_with(b"HTTP/1.1 408 ")));
     }
 
     #[test]
-    fn a_drip_that_never_completes_a_head_gets_a_408_and_is_shed_last() {
-        // 10 bytes arrived and were read (tiny_http waits for more).
-        let v = run(
-            &[
-                (1, snap(10, 0), None),
-                (HEADER_MS - 1, snap(20, 0), None),
-                (HEADER_MS, snap(30, 0), None),
-            ],
-            false,
-        );
-        let clock0 = match v[0] {
-            Verdict::Keep(k) => k.look_at.expect("deadline"),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(shed(v[0]).map(|s| s.partial), Some(true));
+    fn a_drip_that_never_completes_a_head_gets_a_408_counted_from_its_start() {
+        // Bytes keep arriving (and tiny_http reads them, waiting for more):
+        // the deadline stays where the wait began.
+        let mut w = Watched::new();
         assert_eq!(
-            v[1],
-            Verdict::Keep(Keep {
-                look_at: Some(clock0),
-                kick: false,
-                shed: shed(v[1])
-            })
+            w.look(1, snap(10, 0), None),
+            w.sheddable(HEADER_MS, 0, true)
         );
-        assert_eq!(v[2], Verdict::Close(HeaderTimeout));
+        let v = w.look(HEADER_MS - 1, snap(20, 0), None);
+        assert_eq!(v, w.sheddable(HEADER_MS, 0, true));
+        assert_eq!(
+            w.look(HEADER_MS, snap(30, 0), None),
+            Verdict::Close(HeaderTimeout)
+        );
     }
 
     #[test]
     fn after_a_response_the_next_wait_is_the_idle_timeout_counted_from_it() {
-        let clock = Clock(Instant::now());
-        let mut c = ConnState::new(clock.at(0));
-        let l = limits();
-        let answered = |at: u64| Activity {
-            in_flight: 0,
-            responses: 1,
-            last_response: clock.at(at),
-            request_started: clock.at(at - 1),
-        };
         // The request's 100 bytes were read and answered at 50 ms: they are
         // not a partial next request, and the header timeout no longer runs.
-        let a = answered(50);
-        let v = judge(
-            &mut c,
-            &snap(100, 0),
-            Some(&a),
-            &l,
-            false,
-            clock.at(HEADER_MS + 1),
-        );
-        assert_eq!(
-            v,
-            Verdict::Keep(Keep {
-                look_at: Some(clock.at(50 + IDLE_MS)),
-                kick: false,
-                shed: Some(Sheddable {
-                    since: clock.at(50),
-                    partial: false
-                }),
-            })
-        );
-        let v = judge(
-            &mut c,
-            &snap(100, 0),
-            Some(&a),
-            &l,
-            false,
-            clock.at(50 + IDLE_MS),
-        );
+        let mut w = Watched::new();
+        let a = Some(answered(w.at(50)));
+        let v = w.look(HEADER_MS + 1, snap(100, 0), a);
+        assert_eq!(v, w.sheddable(50 + IDLE_MS, 50, false));
+        let v = w.look(50 + IDLE_MS, snap(100, 0), a);
         assert_eq!(v, Verdict::Close(IdleTimeout));
         assert_eq!(IdleTimeout.response(), None);
     }
 
     #[test]
     fn bytes_after_a_response_start_a_new_header_timeout_from_that_response() {
-        let clock = Clock(Instant::now());
-        let mut c = ConnState::new(clock.at(0));
-        let l = limits();
-        let a = Activity {
-            in_flight: 0,
-            responses: 1,
-            last_response: clock.at(1_000),
-            request_started: clock.at(999),
-        };
-        judge(&mut c, &snap(100, 0), Some(&a), &l, false, clock.at(1_001));
+        let mut w = Watched::new();
+        let a = Some(answered(w.at(1_000)));
+        w.look(1_001, snap(100, 0), a);
         // 5 more bytes, read: a partial second request, timed from 1 s.
-        let v = judge(
-            &mut c,
-            &snap(105, 0),
-            Some(&a),
-            &l,
-            false,
-            clock.at(1_000 + HEADER_MS - 1),
-        );
-        assert_eq!(
-            shed(v).map(|s| (s.partial, s.since)),
-            Some((true, clock.at(1_000)))
-        );
-        let v = judge(
-            &mut c,
-            &snap(105, 0),
-            Some(&a),
-            &l,
-            false,
-            clock.at(1_000 + HEADER_MS),
-        );
+        let v = w.look(1_000 + HEADER_MS - 1, snap(105, 0), a);
+        assert_eq!(v, w.sheddable(1_000 + HEADER_MS, 1_000, true));
+        let v = w.look(1_000 + HEADER_MS, snap(105, 0), a);
         assert_eq!(v, Verdict::Close(HeaderTimeout));
     }
 
     #[test]
     fn a_head_larger_than_the_limit_is_cut_off_as_soon_as_it_is_read() {
-        let l = limits();
+        let max = limits().max_header_bytes;
         // Exactly the limit read: kept; one byte more: 431 and reset.
-        let v = run(&[(1, snap(l.max_header_bytes, 0), None)], false);
-        assert!(matches!(v[0], Verdict::Keep(_)), "{v:?}");
-        let v = run(&[(1, snap(l.max_header_bytes + 1, 0), None)], false);
-        assert_eq!(v[0], Verdict::Close(HeaderTooLarge));
+        let v = Watched::new().look(1, snap(max, 0), None);
+        assert!(matches!(v, Verdict::Keep(_)), "{v:?}");
+        let v = Watched::new().look(1, snap(max + 1, 0), None);
+        assert_eq!(v, Verdict::Close(HeaderTooLarge));
         // Bytes the kernel holds unread do not count: tiny_http has not
         // buffered them.
-        let v = run(
-            &[(
-                1,
-                snap(5 * l.max_header_bytes, 4 * l.max_header_bytes + 1),
-                None,
-            )],
-            false,
-        );
-        assert!(matches!(v[0], Verdict::Keep(_)), "{v:?}");
+        let v = Watched::new().look(1, snap(5 * max, 4 * max + 1), None);
+        assert!(matches!(v, Verdict::Keep(_)), "{v:?}");
         // After a response, only the bytes since count.
-        let clock = Clock(Instant::now());
-        let mut c = ConnState::new(clock.at(0));
-        let a = Activity {
-            in_flight: 0,
-            responses: 1,
-            last_response: clock.at(5),
-            request_started: clock.at(4),
-        };
-        let v = judge(&mut c, &snap(900, 0), Some(&a), &l, false, clock.at(6));
-        assert!(matches!(v, Verdict::Keep(_)));
-        let v = judge(&mut c, &snap(1_800, 0), Some(&a), &l, false, clock.at(7));
-        assert!(matches!(v, Verdict::Keep(_)), "900 new bytes: {v:?}");
-        let v = judge(&mut c, &snap(1_901, 0), Some(&a), &l, false, clock.at(8));
+        let mut w = Watched::new();
+        let a = Some(answered(w.at(5)));
+        assert!(matches!(w.look(6, snap(900, 0), a), Verdict::Keep(_)));
+        let v = w.look(7, snap(900 + max, 0), a);
+        assert!(matches!(v, Verdict::Keep(_)), "{max} new bytes: {v:?}");
+        let v = w.look(8, snap(901 + max, 0), a);
         assert_eq!(v, Verdict::Close(HeaderTooLarge));
     }
 
     #[test]
     fn a_request_in_flight_past_the_header_timeout_has_its_read_side_shut_once() {
-        let clock = Clock(Instant::now());
-        let mut c = ConnState::new(clock.at(0));
-        let l = limits();
-        let a = Activity {
-            in_flight: 1,
-            responses: 0,
-            last_response: clock.at(0),
-            request_started: clock.at(100),
-        };
+        let mut w = Watched::new();
+        let a = Some(in_flight(w.at(100)));
         // Far more than the head limit was read: a body, not a head.
-        let body = snap(50 * l.max_header_bytes, 0);
-        let v = judge(
-            &mut c,
-            &body,
-            Some(&a),
-            &l,
-            false,
-            clock.at(100 + HEADER_MS - 1),
+        let body = snap(50 * w.limits.max_header_bytes, 0);
+        let v = w.look(100 + HEADER_MS - 1, body, a);
+        assert_eq!(v, w.until(100 + HEADER_MS));
+        assert_eq!(
+            w.look(100 + HEADER_MS, body, a),
+            Verdict::Close(RequestTimeout)
         );
-        assert_eq!(v, keep_until(clock.at(100 + HEADER_MS)));
-        let v = judge(
-            &mut c,
-            &body,
-            Some(&a),
-            &l,
-            false,
-            clock.at(100 + HEADER_MS),
-        );
-        assert_eq!(v, Verdict::Close(RequestTimeout));
         // Shut once: afterwards nothing more, not even a deadline.
-        let v = judge(
-            &mut c,
-            &body,
-            Some(&a),
-            &l,
-            false,
-            clock.at(100 + 5 * HEADER_MS),
-        );
+        let v = w.look(100 + 5 * HEADER_MS, body, a);
         assert_eq!(v, Verdict::Keep(Keep::default()));
         // Draining does not cut a request in flight either.
-        let mut c = ConnState::new(clock.at(0));
-        let v = judge(&mut c, &snap(0, 0), Some(&a), &l, true, clock.at(200));
-        assert_eq!(v, keep_until(clock.at(100 + HEADER_MS)));
+        let mut w = Watched::draining();
+        let a = Some(in_flight(w.at(100)));
+        assert_eq!(w.look(200, snap(0, 0), a), w.until(100 + HEADER_MS));
     }
 
     #[test]
     fn a_peer_that_reads_nothing_is_reset_at_the_send_timeout_from_its_last_ack() {
-        let clock = Clock(Instant::now());
-        let mut c = ConnState::new(clock.at(0));
-        let l = limits();
-        let a = Activity {
-            in_flight: 1,
-            responses: 0,
-            last_response: clock.at(0),
-            request_started: clock.at(0),
-        };
+        let mut w = Watched::new();
+        let a = Some(in_flight(w.at(0)));
         let stuck = |acked| TcpSnapshot {
             bytes_acked: acked,
             unacked: 4_096,
             ..snap(80, 0)
         };
-        // Waiting from 1 s: the request timeout is suspended meanwhile.
-        let v = judge(&mut c, &stuck(10), Some(&a), &l, false, clock.at(1_000));
-        assert_eq!(v, keep_until(clock.at(1_000 + SEND_MS)));
-        // An ack at 4 s restarts the wait, another at 9 s.
-        let v = judge(&mut c, &stuck(11), Some(&a), &l, false, clock.at(4_000));
-        assert_eq!(v, keep_until(clock.at(4_000 + SEND_MS)));
-        let v = judge(&mut c, &stuck(12), Some(&a), &l, false, clock.at(9_000));
-        assert_eq!(v, keep_until(clock.at(9_000 + SEND_MS)));
+        // Waiting from 1 s; an ack at 4 s restarts the wait, another at 9 s.
+        assert_eq!(w.look(1_000, stuck(10), a), w.until(1_000 + SEND_MS));
+        assert_eq!(w.look(4_000, stuck(11), a), w.until(4_000 + SEND_MS));
+        assert_eq!(w.look(9_000, stuck(12), a), w.until(9_000 + SEND_MS));
         // Past the header timeout: no request timeout while the peer stalls.
-        let v = judge(
-            &mut c,
-            &stuck(12),
-            Some(&a),
-            &l,
-            false,
-            clock.at(HEADER_MS + 1),
-        );
+        let v = w.look(HEADER_MS + 1, stuck(12), a);
         assert_eq!(
             v,
-            keep_until(clock.at(9_000 + SEND_MS)),
+            w.until(9_000 + SEND_MS),
             "no request timeout while stalled"
         );
-        let v = judge(
-            &mut c,
-            &stuck(12),
-            Some(&a),
-            &l,
-            false,
-            clock.at(9_000 + SEND_MS - 1),
-        );
-        assert_eq!(v, keep_until(clock.at(9_000 + SEND_MS)));
-        let v = judge(
-            &mut c,
-            &stuck(12),
-            Some(&a),
-            &l,
-            false,
-            clock.at(9_000 + SEND_MS),
-        );
+        let v = w.look(9_000 + SEND_MS - 1, stuck(12), a);
+        assert_eq!(v, w.until(9_000 + SEND_MS));
+        let v = w.look(9_000 + SEND_MS, stuck(12), a);
         assert_eq!(v, Verdict::Close(SendTimeout));
         // Also with no handler involved (an answer that fit in the buffers).
-        let v = run(&[(1, stuck(0), None), (1 + SEND_MS, stuck(0), None)], false);
-        assert_eq!(v[1], Verdict::Close(SendTimeout));
+        let mut w = Watched::new();
+        w.look(1, stuck(0), None);
+        assert_eq!(
+            w.look(1 + SEND_MS, stuck(0), None),
+            Verdict::Close(SendTimeout)
+        );
     }
 
     #[test]
     fn draining_closes_idle_connections_at_once_but_not_partial_requests() {
-        let v = run(&[(1, snap(0, 0), None)], true);
-        assert_eq!(v[0], Verdict::Close(Draining));
+        let v = Watched::draining().look(1, snap(0, 0), None);
+        assert_eq!(v, Verdict::Close(Draining));
         assert_eq!(Draining.label(), None, "not counted");
-        let v = run(&[(1, snap(10, 0), None)], true);
-        assert!(matches!(v[0], Verdict::Keep(_)), "{v:?}");
+        let v = Watched::draining().look(1, snap(10, 0), None);
+        assert!(matches!(v, Verdict::Keep(_)), "{v:?}");
     }
 
     #[test]
     fn only_a_connection_no_thread_has_read_is_kicked_for_after_queued() {
         let q = QUEUED.as_millis() as u64;
-        // 50 bytes, none read, seen at 0.
-        let v = run(
-            &[
-                (q - 1, snap(50, 50), None),
-                (q, snap(50, 50), None),
-                (q + 1, snap(50, 50), None),
-            ],
-            false,
-        );
-        let kicks: Vec<bool> = v
-            .iter()
-            .map(|v| matches!(v, Verdict::Keep(k) if k.kick))
-            .collect();
-        assert_eq!(kicks, [false, true, false]);
-        // Not sheddable while it waits for a thread.
-        assert_eq!(shed(v[0]), None);
+        // 50 bytes, none read, seen at 0: kicked at QUEUED, not before, not
+        // again until QUEUED later; never sheddable while it waits.
+        let mut w = Watched::new();
+        let v = w.look(q - 1, snap(50, 50), None);
+        assert!(!kicks(v) && shed(v).is_none(), "{v:?}");
+        let v = w.look(q, snap(50, 50), None);
+        assert!(kicks(v), "{v:?}");
+        assert!(!kicks(w.look(q + 1, snap(50, 50), None)));
+        assert!(kicks(w.look(2 * q, snap(50, 50), None)));
         // Read from once (a thread owns it): never kicked for.
-        let v = run(
-            &[(5 * q, snap(50, 20), None), (50 * q, snap(50, 20), None)],
-            false,
-        );
-        assert!(
-            v.iter().all(|v| matches!(v, Verdict::Keep(k) if !k.kick)),
-            "{v:?}"
-        );
+        let mut w = Watched::new();
+        assert!(!kicks(w.look(5 * q, snap(50, 20), None)));
+        assert!(!kicks(w.look(50 * q, snap(50, 20), None)));
     }
 
     #[test]
@@ -863,18 +765,8 @@ mod tests {
         let l = limits();
         let records = [
             None,
-            Some(Activity {
-                in_flight: 1,
-                responses: 0,
-                last_response: clock.at(0),
-                request_started: clock.at(3),
-            }),
-            Some(Activity {
-                in_flight: 0,
-                responses: 1,
-                last_response: clock.at(50),
-                request_started: clock.at(40),
-            }),
+            Some(in_flight(clock.at(3))),
+            Some(answered(clock.at(50))),
         ];
         let stalled = TcpSnapshot {
             unacked: 100,

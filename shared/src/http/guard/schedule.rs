@@ -205,12 +205,7 @@ pub fn timeout_ms(now: Instant, wake_at: Instant) -> i32 {
 mod tests {
     use super::*;
 
-    struct Clock(Instant);
-    impl Clock {
-        fn at(&self, ms: u64) -> Instant {
-            self.0 + Duration::from_millis(ms)
-        }
-    }
+    use crate::http::guard::FakeClock as Clock;
 
     const QUIET: Listener = Listener {
         backlog: Some(0),
