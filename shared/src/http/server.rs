@@ -27,13 +27,14 @@
 //! orchestrator restarts it: never a live process that accepts nothing.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{IntCounter, Registry};
 use tiny_http::{Header, Method, Response};
@@ -497,12 +498,32 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
     let mut closed = false;
     match close {
         None => {
-            let mut response = Response::from_data(reply.body).with_status_code(status);
-            response.add_header(header("Content-Type", reply.content_type));
-            for (name, value) in &reply.headers {
-                response.add_header(header(name, value));
-            }
-            if let Err(e) = rq.respond(response) {
+            // The bytes tiny_http would write, rendered in one buffer and
+            // written at once (where `render_keep_alive` knows them), else
+            // tiny_http's own `respond`.
+            let bytes = with_http_date(|date| {
+                let version = rq.http_version();
+                framing::render_keep_alive(
+                    (version.0, version.1),
+                    rq.headers().iter().map(|h| h.field.as_str().as_str()),
+                    &reply,
+                    head_only,
+                    date,
+                )
+            })
+            .flatten();
+            let written = match bytes {
+                Some(bytes) => write_whole(rq, &bytes),
+                None => {
+                    let mut response = Response::from_data(reply.body).with_status_code(status);
+                    response.add_header(header("Content-Type", reply.content_type));
+                    for (name, value) in &reply.headers {
+                        response.add_header(header(name, value));
+                    }
+                    rq.respond(response)
+                }
+            };
+            if let Err(e) = written {
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
                     // SO_SNDTIMEO: the peer accepted nothing for the send
                     // timeout. Reset it; its later requests are discarded.
@@ -615,6 +636,45 @@ fn status_label(status: u16) -> Cow<'static, str> {
         503 => "503".into(),
         other => other.to_string().into(),
     }
+}
+
+thread_local! {
+    /// The second and its HTTP date, for the `Date` header (formatted once a
+    /// second per handler thread).
+    static HTTP_DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Calls `f` with the `Date` header tiny_http would write now; `None` if
+/// the clock is before 1970 or past 9999.
+fn with_http_date<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    HTTP_DATE
+        .try_with(|cache| {
+            let mut cache = cache.try_borrow_mut().ok()?;
+            if cache.0 != secs {
+                *cache = (secs, framing::http_date(secs)?);
+            }
+            Some(f(&cache.1))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Writes a whole rendered answer as tiny_http's `respond` writes one: the
+/// errors it ignores (the client went away) are ignored here too.
+fn write_whole(rq: tiny_http::Request, bytes: &[u8]) -> std::io::Result<()> {
+    fn ignore_client_closing(r: std::io::Result<()>) -> std::io::Result<()> {
+        r.or_else(|e| match e.kind() {
+            ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionReset => Ok(()),
+            _ => Err(e),
+        })
+    }
+    let mut writer = rq.into_writer();
+    ignore_client_closing(writer.write_all(bytes))?;
+    ignore_client_closing(writer.flush())
 }
 
 fn header(name: &str, value: &str) -> Header {
