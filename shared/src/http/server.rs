@@ -32,11 +32,11 @@ use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::{IntCounter, Registry};
+use prometheus::{Histogram, IntCounter, Registry};
 use tiny_http::{Header, Method, Response};
 
 use super::framing::{self, Body, HeadLimits, Verdict};
@@ -64,6 +64,7 @@ struct App {
     router: Router,
     metrics: Option<RequestMetrics>,
     panics: IntCounter,
+    metric_children: MetricChildren,
     guard: Guard,
     max_body: u64,
     head_limits: HeadLimits,
@@ -165,6 +166,7 @@ impl Server {
         .expect("metric");
         crate::metrics::register(registry, &panics);
         let app = Arc::new(App {
+            metric_children: MetricChildren::new(router.len()),
             router,
             metrics,
             panics,
@@ -436,6 +438,7 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
     let peer = rq.remote_addr().copied();
     app.guard.request_started(peer);
     let method = method_label(rq.method());
+    let rq_method = CachedMethod::of(rq.method());
     let head_only = *rq.method() == Method::Head;
     let version = rq.http_version();
     let verdict = framing::judge(
@@ -446,7 +449,10 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
             .map(|h| (h.field.as_str().as_str(), h.value.as_str())),
         app.head_limits,
     );
-    let route = app.router.find(framing::route_path(rq.url()));
+    let found = app.router.find_at(framing::route_path(rq.url()));
+    let route = found.map(|(_, r)| r);
+    // Unmatched paths come after the routes.
+    let route_index = found.map_or(app.router.len(), |(i, _)| i);
     let route_label = route.map_or("unmatched", |r| r.path);
     let quiet = route.is_some_and(|r| r.quiet);
 
@@ -585,12 +591,26 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
 
     let elapsed = start.elapsed();
     if let Some(m) = &app.metrics {
-        let code = status_label(status);
-        let labels = [method, route_label, &code];
-        m.requests.with_label_values(&labels).inc();
-        m.duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        match app.metric_children.slot(rq_method, route_index, status) {
+            Some(slot) => {
+                let (requests, duration) = slot.get_or_init(|| {
+                    let labels = [method, route_label, &status_label(status)];
+                    (
+                        m.requests.with_label_values(&labels),
+                        m.duration.with_label_values(&labels),
+                    )
+                });
+                requests.inc();
+                duration.observe(seconds);
+            }
+            None => {
+                let code = status_label(status);
+                let labels = [method, route_label, &code];
+                m.requests.with_label_values(&labels).inc();
+                m.duration.with_label_values(&labels).observe(seconds);
+            }
+        }
     }
     if let Some(shown) = shown {
         log::log!(level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = elapsed.as_secs_f64() * 1000.0; "request");
@@ -620,6 +640,70 @@ fn route_reply(
                 Reply::error(500, "internal error")
             }
         },
+    }
+}
+
+/// The methods whose metric children are kept (every other one is rare).
+#[derive(Clone, Copy)]
+enum CachedMethod {
+    Get = 0,
+    Head = 1,
+    Other,
+}
+
+impl CachedMethod {
+    fn of(m: &Method) -> CachedMethod {
+        match m {
+            Method::Get => CachedMethod::Get,
+            Method::Head => CachedMethod::Head,
+            _ => CachedMethod::Other,
+        }
+    }
+}
+
+/// The status codes whose metric children are kept: those `status_label`
+/// knows.
+const CACHED_STATUSES: [u16; 8] = [200, 400, 404, 405, 413, 431, 500, 503];
+
+/// The children of `http_requests_total` and `http_request_duration_seconds`
+/// for GET and HEAD × every route and `unmatched` × the usual status codes,
+/// each got from the vectors on its first request, exactly as
+/// `with_label_values` would create it (so a series appears only once
+/// answered). Then a request costs no label hashing, no read lock and no
+/// reference count; the other label sets go through `with_label_values`.
+struct MetricChildren {
+    /// Routes plus one (`unmatched`).
+    routes: usize,
+    slots: Box<[OnceLock<(IntCounter, Histogram)>]>,
+}
+
+impl MetricChildren {
+    fn new(routes: usize) -> MetricChildren {
+        let routes = routes + 1;
+        MetricChildren {
+            routes,
+            slots: (0..2 * routes * CACHED_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    fn slot(
+        &self,
+        method: CachedMethod,
+        route: usize,
+        status: u16,
+    ) -> Option<&OnceLock<(IntCounter, Histogram)>> {
+        let method = match method {
+            CachedMethod::Other => return None,
+            m => m as usize,
+        };
+        let status = CACHED_STATUSES.iter().position(|s| *s == status)?;
+        if route >= self.routes {
+            return None;
+        }
+        self.slots
+            .get((method * self.routes + route) * CACHED_STATUSES.len() + status)
     }
 }
 
@@ -679,4 +763,28 @@ fn write_whole(rq: tiny_http::Request, bytes: &[u8]) -> std::io::Result<()> {
 
 fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cached_label_set_has_its_own_metric_children() {
+        let routes = 4;
+        let children = MetricChildren::new(routes);
+        let mut seen = std::collections::HashSet::new();
+        for method in [CachedMethod::Get, CachedMethod::Head] {
+            for route in 0..=routes {
+                for status in CACHED_STATUSES {
+                    let slot = children.slot(method, route, status).expect("cached");
+                    assert!(seen.insert(slot as *const _), "{route} {status}");
+                }
+            }
+        }
+        assert_eq!(seen.len(), children.slots.len());
+        assert!(children.slot(CachedMethod::Other, 0, 200).is_none());
+        assert!(children.slot(CachedMethod::Get, 0, 201).is_none());
+        assert!(children.slot(CachedMethod::Get, routes + 1, 200).is_none());
+    }
 }
