@@ -28,6 +28,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -72,7 +73,7 @@ struct App {
     /// Held while popping a request and admitting it to its lane, so that
     /// admission order is each connection's order (see `lanes`).
     turn: Mutex<()>,
-    lanes: Mutex<Lanes<SocketAddr, tiny_http::Request>>,
+    lanes: Mutex<Lanes<PeerKey, tiny_http::Request>>,
     /// When closed idle lanes were last checked against open connections.
     last_prune: Mutex<Instant>,
     /// Requests that must never be dropped (see [`SAFE_DROP_BODY`]).
@@ -80,7 +81,7 @@ struct App {
 }
 
 impl App {
-    fn lanes(&self) -> MutexGuard<'_, Lanes<SocketAddr, tiny_http::Request>> {
+    fn lanes(&self) -> MutexGuard<'_, Lanes<PeerKey, tiny_http::Request>> {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -293,7 +294,7 @@ impl Drop for Server {
 
 fn handler_loop(app: &App, http: &tiny_http::Server) {
     loop {
-        let (peer, admitted) = {
+        let (peer, admitted, mut closed_idle) = {
             let _turn = app.turn.lock().unwrap_or_else(|e| e.into_inner());
             let rq = match http.recv() {
                 Ok(rq) => rq,
@@ -318,14 +319,19 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
             // once we know of an open connection from there that we did not
             // close (our table; else a /proc scan, at most every 2 ms per
             // lane), or once the closed socket is gone.
-            if lanes.is_closed_idle(&peer)
+            let key = PeerKey(peer);
+            if lanes.is_closed_idle(&key)
                 && (app.guard.knows_open_conn(peer)
-                    || (lanes.due_for_check(&peer, Instant::now())
+                    || (lanes.due_for_check(&key, Instant::now())
                         && app.guard.peer_reconnected_or_gone(peer)))
             {
-                lanes.retain_open(|k| *k != peer);
+                lanes.retain_open(|k| *k != key);
             }
-            (peer, lanes.admit(peer, rq))
+            let admitted = lanes.admit(key, rq);
+            // Whether a closed lane may wait to be forgotten, looked at
+            // under this lock when nothing is run here.
+            let closed_idle = !matches!(admitted, Admit::Run { .. }) && lanes.has_closed_idle();
+            (peer, admitted, closed_idle)
         };
         let mut next = match admitted {
             Admit::Run { ord, item, discard } => Some((ord, item, discard)),
@@ -348,13 +354,41 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
             } else {
                 handle(app, rq)
             };
-            let finish = app.lanes().finish(peer, ord, closed);
+            let finish = {
+                let mut lanes = app.lanes();
+                let finish = lanes.finish(PeerKey(peer), ord, closed);
+                // The last finish of this turn looks for closed lanes too.
+                closed_idle = finish.next.is_none() && lanes.has_closed_idle();
+                finish
+            };
             if finish.close.is_some() {
                 app.guard.close_peer(Some(peer), "pipeline_depth", false);
             }
             next = finish.next;
         }
-        prune_lanes(app);
+        if closed_idle {
+            prune_lanes(app);
+        }
+    }
+}
+
+/// A lane's key: the peer's address, hashed in one piece (`SocketAddr`'s own
+/// `Hash` feeds the hasher four, each a SipHash round trip); equal exactly
+/// when the addresses are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerKey(SocketAddr);
+
+impl Hash for PeerKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self.0 {
+            SocketAddr::V4(a) => {
+                h.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()))
+            }
+            SocketAddr::V6(a) => {
+                h.write_u128(a.ip().to_bits());
+                h.write_u16(a.port());
+            }
+        }
     }
 }
 
@@ -382,11 +416,8 @@ fn must_park(rq: &tiny_http::Request) -> bool {
 }
 
 /// Forgets closed lanes whose connection is gone (at most once a second,
-/// and only when there are any: a /proc scan).
+/// and only when there are any, which the caller saw: a /proc scan).
 fn prune_lanes(app: &App) {
-    if !app.lanes().has_closed_idle() {
-        return;
-    }
     {
         let mut last = app.last_prune.lock().unwrap_or_else(|e| e.into_inner());
         if last.elapsed() < Duration::from_secs(1) {
@@ -395,7 +426,7 @@ fn prune_lanes(app: &App) {
         *last = Instant::now();
     }
     let alive = app.guard.closed_peers_alive();
-    app.lanes().retain_open(|peer| alive.contains(peer));
+    app.lanes().retain_open(|peer| alive.contains(&peer.0));
 }
 
 fn method_label(m: &Method) -> &'static str {
