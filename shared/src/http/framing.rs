@@ -260,14 +260,23 @@ impl Codings {
 /// (`http://host/health?x`) without its scheme and authority (RFC 9112
 /// §3.2.2), the query cut off in both.
 pub fn route_path(target: &str) -> &str {
-    let path = match scheme_rest(target) {
+    // The usual origin form has no scheme to look for.
+    let rest = if target.starts_with('/') {
+        None
+    } else {
+        scheme_rest(target)
+    };
+    let path = match rest {
         Some(rest) => match rest.find('/') {
             Some(i) => &rest[i..],
             None => "/",
         },
         None => target,
     };
-    path.split('?').next().unwrap_or("")
+    match path.find('?') {
+        Some(i) => &path[..i],
+        None => path,
+    }
 }
 
 fn scheme_rest(target: &str) -> Option<&str> {
@@ -399,6 +408,10 @@ pub fn render_keep_alive<'a>(
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -636,6 +649,9 @@ mod tests {
         assert_eq!(route_path("HTTP://host:8000/ready?x"), "/ready");
         assert_eq!(route_path("https://h"), "/");
         assert_eq!(route_path("*"), "*");
+        assert_eq!(route_path("/a?b?c"), "/a");
+        assert_eq!(route_path("/http://x/y"), "/http://x/y");
+        assert_eq!(route_path("?x"), "");
         assert_eq!(
             judge((1, 1), "/a\0", [("Host", "x")], LIMITS),
             Verdict::Refuse(Refusal::BadTarget)

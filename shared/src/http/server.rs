@@ -531,7 +531,7 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
     };
     // Only a request that will be logged pays for a copy of its path.
     let shown: Option<String> =
-        log::log_enabled!(level).then(|| framing::route_path(rq.url()).chars().take(256).collect());
+        log::log_enabled!(level).then(|| shown_path(framing::route_path(rq.url())));
     let mut closed = false;
     match close {
         None => {
@@ -674,6 +674,13 @@ fn route_reply(
     }
 }
 
+/// The logged copy of a request's path: its first 256 characters (the
+/// request, and its URL, are gone once answered), copied in one piece.
+fn shown_path(path: &str) -> String {
+    let end = path.char_indices().nth(256).map_or(path.len(), |(i, _)| i);
+    path[..end].to_string()
+}
+
 /// The methods whose metric children are kept (every other one is rare).
 #[derive(Clone, Copy)]
 enum CachedMethod {
@@ -799,6 +806,22 @@ fn header(name: &str, value: &str) -> Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_logged_path_is_its_first_256_characters() {
+        for path in [
+            String::new(),
+            "/health".to_string(),
+            "/".repeat(256),
+            "/".repeat(257),
+            "é".repeat(300),
+            "𝄞".repeat(256) + "x",
+            format!("/{}", "ß".repeat(400)),
+        ] {
+            let want: String = path.chars().take(256).collect();
+            assert_eq!(shown_path(&path), want);
+        }
+    }
 
     #[test]
     fn every_cached_label_set_has_its_own_metric_children() {
