@@ -433,8 +433,23 @@ pub fn http_date(secs: u64) -> Option<String> {
     if secs > 253_402_300_799 {
         return None;
     }
+    use chrono::{Datelike, Timelike};
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let t = chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?;
-    Some(t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+    // chrono's strftime would do, but its parser adds about 40 KB to the binary.
+    Some(format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        DAYS[t.weekday().num_days_from_monday() as usize],
+        t.day(),
+        MONTHS[t.month0() as usize],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
 }
 
 #[cfg(test)]
