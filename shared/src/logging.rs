@@ -64,7 +64,12 @@ pub fn init(service: &'static str, environment: &str, filter: &str) {
                 Ok(mut line) => {
                     line.clear();
                     render_into(&mut line, service, &environment, record);
-                    buf.write_all(&line)
+                    let written = buf.write_all(&line);
+                    // A rare huge line (a long panic message) is not kept.
+                    if line.capacity() > 64 * 1024 {
+                        *line = Vec::with_capacity(256);
+                    }
+                    written
                 }
                 // Only if logging re-entered itself on this thread.
                 Err(_) => buf.write_all(&render(service, &environment, record)),
