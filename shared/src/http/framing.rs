@@ -22,6 +22,7 @@
 //! [`judge`] only reads its arguments, so it is tested with made-up requests.
 
 use super::close::CloseReason;
+use super::Reply;
 
 /// Limits on a request head.
 #[derive(Debug, Clone, Copy)]
@@ -261,14 +262,23 @@ impl Codings {
 /// (`http://host/health?x`) without its scheme and authority (RFC 9112
 /// §3.2.2), the query cut off in both.
 pub fn route_path(target: &str) -> &str {
-    let path = match scheme_rest(target) {
+    // The usual origin form has no scheme to look for.
+    let rest = if target.starts_with('/') {
+        None
+    } else {
+        scheme_rest(target)
+    };
+    let path = match rest {
         Some(rest) => match rest.find('/') {
             Some(i) => &rest[i..],
             None => "/",
         },
         None => target,
     };
-    path.split('?').next().unwrap_or("")
+    match path.find('?') {
+        Some(i) => &path[..i],
+        None => path,
+    }
 }
 
 fn scheme_rest(target: &str) -> Option<&str> {
@@ -304,6 +314,144 @@ pub fn render_final(
         out.extend_from_slice(body);
     }
     out
+}
+
+/// tiny_http's default for a response's chunked threshold
+/// (`Response::chunked_threshold`): a body this long or longer is sent
+/// chunked to an HTTP/1.1 client.
+const TINY_HTTP_CHUNKED_THRESHOLD: usize = 32768;
+
+/// The response headers tiny_http treats specially (`Response::add_header`
+/// drops, replaces or interprets them; `raw_print` adds `Date` and `Server`
+/// only when they are missing).
+const SPECIAL_RESPONSE_FIELDS: [&str; 8] = [
+    "Connection",
+    "Trailer",
+    "Transfer-Encoding",
+    "Upgrade",
+    "Content-Length",
+    "Content-Type",
+    "Date",
+    "Server",
+];
+
+/// The bytes tiny_http 0.12's `Request::respond` writes for a response built
+/// as the server builds its keep-alive answers (`Response::from_data(body)`,
+/// the status, a `Date` header of `date`, `Content-Type`, then the reply's
+/// headers),
+/// in one buffer, so they go to the connection in one write instead of
+/// twenty locked ones. `None` wherever tiny_http would frame the answer
+/// otherwise (chunked, for a request with a `TE` field or a body of 32 KiB
+/// or more; no body for 1xx, 204 and 304) or treat a header specially, or
+/// where a header is not ASCII: the caller then lets tiny_http respond.
+///
+/// `version` is the request's; `request_fields` the names of its header
+/// fields; `head_only` for HEAD (tiny_http sends the headers of the body,
+/// and not the body).
+pub fn render_keep_alive<'a>(
+    version: (u8, u8),
+    mut request_fields: impl Iterator<Item = &'a str>,
+    reply: &Reply,
+    head_only: bool,
+    date: &str,
+) -> Option<Vec<u8>> {
+    let (status, content_type, body) = (reply.status, reply.content_type, &reply.body[..]);
+    if status < 200 || status == 204 || status == 304 {
+        return None;
+    }
+    if version > (1, 0)
+        && (body.len() >= TINY_HTTP_CHUNKED_THRESHOLD
+            || request_fields.any(|f| f.eq_ignore_ascii_case("TE")))
+    {
+        return None;
+    }
+    let special = |name: &str| {
+        SPECIAL_RESPONSE_FIELDS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+    };
+    if !content_type.is_ascii()
+        || !date.is_ascii()
+        || reply
+            .headers
+            .iter()
+            .any(|(n, v)| !n.is_ascii() || !v.is_ascii() || special(n))
+    {
+        return None;
+    }
+    let reason = tiny_http::StatusCode(status).default_reason_phrase();
+    let mut out = Vec::with_capacity(160 + body.len());
+    out.extend_from_slice(b"HTTP/");
+    push_decimal(&mut out, version.0.into());
+    out.push(b'.');
+    push_decimal(&mut out, version.1.into());
+    out.push(b' ');
+    push_decimal(&mut out, status.into());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\nServer: tiny-http (Rust)\r\nDate: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &reply.headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(&mut out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    Some(out)
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) of `secs` after the
+/// epoch: what tiny_http writes in its `Date` header (through `httpdate`),
+/// for the years 1970 to 9999.
+pub fn http_date(secs: u64) -> Option<String> {
+    // 9999-12-31T23:59:59Z: httpdate writes four digits of year.
+    if secs > 253_402_300_799 {
+        return None;
+    }
+    use chrono::{Datelike, Timelike};
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?;
+    // chrono's strftime would do, but its parser adds about 40 KB to the binary.
+    Some(format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        DAYS[t.weekday().num_days_from_monday() as usize],
+        t.day(),
+        MONTHS[t.month0() as usize],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
 }
 
 #[cfg(test)]
@@ -521,6 +669,9 @@ mod tests {
         assert_eq!(route_path("HTTP://host:8000/ready?x"), "/ready");
         assert_eq!(route_path("https://h"), "/");
         assert_eq!(route_path("*"), "*");
+        assert_eq!(route_path("/a?b?c"), "/a");
+        assert_eq!(route_path("/http://x/y"), "/http://x/y");
+        assert_eq!(route_path("?x"), "");
         assert_eq!(
             judge((1, 1), "/a\0", [("Host", "x")], LIMITS),
             Verdict::Refuse(Refusal::BadTarget)
@@ -550,5 +701,145 @@ mod tests {
         assert!(String::from_utf8(head)
             .unwrap()
             .ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"));
+    }
+
+    /// What tiny_http itself writes for the answer `render_keep_alive`
+    /// renders (into a buffer: `raw_print` is what `respond` calls).
+    fn tiny_http_bytes(
+        version: (u8, u8),
+        request_fields: &[&str],
+        reply: &Reply,
+        head_only: bool,
+        date: &str,
+    ) -> Vec<u8> {
+        let h =
+            |n: &str, v: &str| tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()).unwrap();
+        let mut response =
+            tiny_http::Response::from_data(reply.body.clone()).with_status_code(reply.status);
+        response.add_header(h("Date", date));
+        response.add_header(h("Content-Type", reply.content_type));
+        for (n, v) in &reply.headers {
+            response.add_header(h(n, v));
+        }
+        let request: Vec<tiny_http::Header> = request_fields.iter().map(|f| h(f, "x")).collect();
+        let mut out = Vec::new();
+        response
+            .raw_print(
+                &mut out,
+                tiny_http::HTTPVersion(version.0, version.1),
+                &request,
+                head_only,
+                None,
+            )
+            .unwrap();
+        out
+    }
+
+    fn reply(status: u16, headers: &[(&'static str, &str)], body: &[u8]) -> Reply {
+        let mut r = Reply::bytes(status, "application/json", body.to_vec());
+        for (n, v) in headers {
+            r = r.with_header(n, *v);
+        }
+        r
+    }
+
+    #[test]
+    fn keep_alive_answers_are_the_bytes_tiny_http_writes() {
+        let date = "Tue, 01 Dec 2026 21:54:57 GMT";
+        let big = vec![b'x'; TINY_HTTP_CHUNKED_THRESHOLD];
+        let just_under = vec![b'y'; TINY_HTTP_CHUNKED_THRESHOLD - 1];
+        let bodies: [&[u8]; 5] = [b"", b"{\"status\":\"ok\"}\n", b"x", &just_under, &big];
+        let header_sets: [&[(&str, &str)]; 4] = [
+            &[],
+            &[("Allow", "GET, HEAD")],
+            &[("X-One", "1"), ("x-two", "")],
+            // Treated specially by tiny_http: never rendered by us.
+            &[("content-length", "5")],
+        ];
+        let request_sets: [&[&str]; 4] = [&[], &["Host", "User-Agent"], &["te"], &["Host", "TE"]];
+        let mut rendered = 0;
+        for version in [(1, 1), (1, 0), (0, 9)] {
+            for status in [200, 201, 204, 304, 400, 404, 405, 413, 431, 500, 503, 599] {
+                for body in bodies {
+                    for headers in header_sets {
+                        for request in request_sets {
+                            for head_only in [false, true] {
+                                let r = reply(status, headers, body);
+                                let ours = render_keep_alive(
+                                    version,
+                                    request.iter().copied(),
+                                    &r,
+                                    head_only,
+                                    date,
+                                );
+                                let theirs = tiny_http_bytes(version, request, &r, head_only, date);
+                                if let Some(ours) = ours {
+                                    rendered += 1;
+                                    assert_eq!(
+                                        String::from_utf8_lossy(&ours),
+                                        String::from_utf8_lossy(&theirs),
+                                        "{version:?} {status} {headers:?} {request:?} {head_only} body {}",
+                                        body.len()
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The answers the API sends are among those rendered.
+        assert!(rendered > 500, "{rendered}");
+        let ok =
+            |version, request: &[&str], status, headers: &[(&'static str, &str)], body: &[u8]| {
+                let r = reply(status, headers, body);
+                render_keep_alive(version, request.iter().copied(), &r, false, date).is_some()
+            };
+        assert!(ok((1, 1), &["Host"], 200, &[], b"{}"));
+        assert!(ok((1, 1), &["Host"], 405, &[("Allow", "GET, HEAD")], b"{}"));
+        assert!(ok((1, 0), &["TE"], 200, &[], &big));
+        assert!(!ok((1, 1), &["Host", "TE"], 200, &[], b"{}"));
+        assert!(!ok((1, 1), &["Host"], 200, &[], &big));
+        assert!(!ok((1, 1), &["Host"], 204, &[], b""));
+        assert!(!ok((1, 1), &["Host"], 200, &[("Date", "x")], b""));
+        assert!(!ok((1, 1), &["Host"], 200, &[("X", "é")], b""));
+    }
+
+    #[test]
+    fn http_dates_are_the_ones_tiny_http_writes() {
+        assert_eq!(
+            http_date(784_111_777).unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(http_date(0).unwrap(), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            http_date(253_402_300_799).unwrap(),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+        assert_eq!(http_date(253_402_300_800), None);
+        assert_eq!(
+            http_date(1_709_164_800).unwrap(),
+            "Thu, 29 Feb 2024 00:00:00 GMT"
+        );
+        // And today's, against tiny_http's own Date header.
+        for _ in 0..5 {
+            let before = std::time::SystemTime::now();
+            let mut out = Vec::new();
+            tiny_http::Response::from_data(Vec::new())
+                .raw_print(&mut out, tiny_http::HTTPVersion(1, 1), &[], false, None)
+                .unwrap();
+            let after = std::time::SystemTime::now();
+            let secs = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+            };
+            if secs(before) != secs(after) {
+                continue;
+            }
+            let text = String::from_utf8(out).unwrap();
+            let line = text.lines().find(|l| l.starts_with("Date: ")).unwrap();
+            assert_eq!(line, format!("Date: {}", http_date(secs(before)).unwrap()));
+            return;
+        }
+        panic!("the clock kept crossing a second");
     }
 }

@@ -25,6 +25,7 @@
 //!
 //! Pure data: generic over the request and the key, tested with numbers.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
@@ -103,6 +104,9 @@ impl<T> Lane<T> {
 pub struct Lanes<K, T> {
     depth: u64,
     lanes: HashMap<K, Lane<T>>,
+    /// Lanes with a last request (`last.is_some()`): while there are none,
+    /// no lane can be closed and idle, and nobody looks.
+    closed: usize,
 }
 
 impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
@@ -111,6 +115,7 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
         Lanes {
             depth: depth.max(1) as u64,
             lanes: HashMap::new(),
+            closed: 0,
         }
     }
 
@@ -131,6 +136,7 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
         if lane.last.is_none() && 1 + lane.queued.len() as u64 > depth {
             // The ones before this request are still answered.
             lane.last = Some((ord - 1, CloseCause::Depth));
+            self.closed += 1;
             return Admit::Overflowed;
         }
         Admit::Queued
@@ -140,18 +146,24 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
     /// closed the connection itself (a refused or final answer, a failed
     /// write).
     pub fn finish(&mut self, key: K, ord: u64, closed: bool) -> Finish<T> {
-        let Some(lane) = self.lanes.get_mut(&key) else {
+        // One lookup, also for the removal.
+        let Entry::Occupied(mut entry) = self.lanes.entry(key) else {
             return Finish {
                 close: None,
                 next: None,
             };
         };
+        let lane = entry.get_mut();
         let mut close = None;
         if closed {
             lane.closed = true;
             match lane.last {
                 Some((l, _)) if l <= ord => {}
-                _ => lane.last = Some((ord, CloseCause::Request)),
+                Some(_) => lane.last = Some((ord, CloseCause::Request)),
+                None => {
+                    lane.last = Some((ord, CloseCause::Request));
+                    self.closed += 1;
+                }
             }
         } else if let Some((l, cause)) = lane.last {
             if ord >= l && !lane.closed {
@@ -170,7 +182,7 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
                 // until its connection is gone (`retain_open`), so that
                 // requests parsed after the close are still discarded.
                 if lane.last.is_none() {
-                    self.lanes.remove(&key);
+                    entry.remove();
                 }
                 None
             }
@@ -180,14 +192,16 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
 
     /// Whether some idle closed lane waits for its connection to go away.
     pub fn has_closed_idle(&self) -> bool {
-        self.lanes.values().any(|l| !l.running && l.last.is_some())
+        self.closed > 0 && self.lanes.values().any(|l| !l.running && l.last.is_some())
     }
 
     /// Whether `key`'s lane is closed and idle.
     pub fn is_closed_idle(&self, key: &K) -> bool {
-        self.lanes
-            .get(key)
-            .is_some_and(|l| !l.running && l.last.is_some())
+        self.closed > 0
+            && self
+                .lanes
+                .get(key)
+                .is_some_and(|l| !l.running && l.last.is_some())
     }
 
     /// Whether `key`'s lane is closed and idle and was not checked against
@@ -210,8 +224,14 @@ impl<K: Hash + Eq + Copy, T> Lanes<K, T> {
     /// Forgets idle closed lanes whose connection is gone (`alive` says
     /// whether it still exists).
     pub fn retain_open(&mut self, alive: impl Fn(&K) -> bool) {
-        self.lanes
-            .retain(|k, l| l.running || l.last.is_none() || alive(k));
+        let closed = &mut self.closed;
+        self.lanes.retain(|k, l| {
+            let keep = l.running || l.last.is_none() || alive(k);
+            if !keep {
+                *closed -= 1;
+            }
+            keep
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -331,5 +351,60 @@ mod tests {
         let f = l.finish(1, 2, false);
         assert_eq!(f.close, Some(CloseCause::Depth));
         assert_eq!(f.next, Some((3, 3, true)));
+    }
+
+    /// The count of lanes with a last request follows every way a lane
+    /// gets one or goes, so the shortcuts it allows answer as the full
+    /// look would.
+    #[test]
+    fn the_closed_count_follows_the_lanes() {
+        fn check(l: &Lanes<u8, u32>) {
+            let closed = l.lanes.values().filter(|x| x.last.is_some()).count();
+            assert_eq!(l.closed, closed);
+            let idle = l.lanes.values().any(|x| !x.running && x.last.is_some());
+            assert_eq!(l.has_closed_idle(), idle);
+            for k in 0..8 {
+                let want = l
+                    .lanes
+                    .get(&k)
+                    .is_some_and(|x| !x.running && x.last.is_some());
+                assert_eq!(l.is_closed_idle(&k), want, "{k}");
+            }
+        }
+        let mut l: Lanes<u8, u32> = Lanes::new(1);
+        check(&l);
+        // Overflow, then the close of the admitted one.
+        assert_eq!(run(l.admit(1, 1)), (1, 1, false));
+        assert_eq!(l.admit(1, 2), Admit::Overflowed);
+        check(&l);
+        let f = l.finish(1, 1, false);
+        check(&l);
+        l.finish(1, f.next.unwrap().0, false);
+        check(&l);
+        // A request that closes its connection, twice on one lane.
+        assert_eq!(run(l.admit(2, 1)), (1, 1, false));
+        l.finish(2, 1, true);
+        check(&l);
+        assert_eq!(run(l.admit(2, 2)), (2, 2, true));
+        l.finish(2, 2, true);
+        check(&l);
+        // Open lanes come and go without counting.
+        assert_eq!(run(l.admit(3, 1)), (1, 1, false));
+        check(&l);
+        l.finish(3, 1, false);
+        check(&l);
+        // A closed lane that is running is kept by retain_open.
+        assert_eq!(run(l.admit(1, 9)), (3, 9, true));
+        l.retain_open(|_| false);
+        check(&l);
+        assert_eq!(l.len(), 1);
+        l.finish(1, 3, false);
+        check(&l);
+        l.retain_open(|k| *k == 1);
+        check(&l);
+        l.retain_open(|_| false);
+        check(&l);
+        assert!(l.is_empty());
+        assert_eq!(l.closed, 0);
     }
 }

@@ -27,15 +27,17 @@
 //! orchestrator restarts it: never a live process that accepts nothing.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::{IntCounter, Registry};
+use prometheus::{Histogram, IntCounter, Registry};
 use tiny_http::{Header, Method, Response};
 
 use super::close::CloseReason;
@@ -64,6 +66,7 @@ struct App {
     router: Router,
     metrics: Option<RequestMetrics>,
     panics: IntCounter,
+    metric_children: MetricChildren,
     guard: Guard,
     max_body: u64,
     head_limits: HeadLimits,
@@ -71,7 +74,7 @@ struct App {
     /// Held while popping a request and admitting it to its lane, so that
     /// admission order is each connection's order (see `lanes`).
     turn: Mutex<()>,
-    lanes: Mutex<Lanes<SocketAddr, tiny_http::Request>>,
+    lanes: Mutex<Lanes<PeerKey, tiny_http::Request>>,
     /// When closed idle lanes were last checked against open connections.
     last_prune: Mutex<Instant>,
     /// Requests that must never be dropped (see [`SAFE_DROP_BODY`]).
@@ -79,7 +82,7 @@ struct App {
 }
 
 impl App {
-    fn lanes(&self) -> MutexGuard<'_, Lanes<SocketAddr, tiny_http::Request>> {
+    fn lanes(&self) -> MutexGuard<'_, Lanes<PeerKey, tiny_http::Request>> {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -165,6 +168,7 @@ impl Server {
         .expect("metric");
         crate::metrics::register(registry, &panics);
         let app = Arc::new(App {
+            metric_children: MetricChildren::new(router.len()),
             router,
             metrics,
             panics,
@@ -291,7 +295,7 @@ impl Drop for Server {
 
 fn handler_loop(app: &App, http: &tiny_http::Server) {
     loop {
-        let (peer, admitted) = {
+        let (peer, admitted, mut closed_idle) = {
             let _turn = app.turn.lock().unwrap_or_else(|e| e.into_inner());
             let rq = match http.recv() {
                 Ok(rq) => rq,
@@ -316,14 +320,19 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
             // once we know of an open connection from there that we did not
             // close (our table; else a /proc scan, at most every 2 ms per
             // lane), or once the closed socket is gone.
-            if lanes.is_closed_idle(&peer)
+            let key = PeerKey(peer);
+            if lanes.is_closed_idle(&key)
                 && (app.guard.knows_open_conn(peer)
-                    || (lanes.due_for_check(&peer, Instant::now())
+                    || (lanes.due_for_check(&key, Instant::now())
                         && app.guard.peer_reconnected_or_gone(peer)))
             {
-                lanes.retain_open(|k| *k != peer);
+                lanes.retain_open(|k| *k != key);
             }
-            (peer, lanes.admit(peer, rq))
+            let admitted = lanes.admit(key, rq);
+            // Whether a closed lane may wait to be forgotten, looked at
+            // under this lock when nothing is run here.
+            let closed_idle = !matches!(admitted, Admit::Run { .. }) && lanes.has_closed_idle();
+            (peer, admitted, closed_idle)
         };
         let mut next = match admitted {
             Admit::Run { ord, item, discard } => Some((ord, item, discard)),
@@ -346,13 +355,41 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
             } else {
                 handle(app, rq)
             };
-            let finish = app.lanes().finish(peer, ord, closed);
+            let finish = {
+                let mut lanes = app.lanes();
+                let finish = lanes.finish(PeerKey(peer), ord, closed);
+                // The last finish of this turn looks for closed lanes too.
+                closed_idle = finish.next.is_none() && lanes.has_closed_idle();
+                finish
+            };
             if finish.close.is_some() {
                 app.guard.close_peer(Some(peer), CloseReason::PipelineDepth);
             }
             next = finish.next;
         }
-        prune_lanes(app);
+        if closed_idle {
+            prune_lanes(app);
+        }
+    }
+}
+
+/// A lane's key: the peer's address, hashed in one piece (`SocketAddr`'s own
+/// `Hash` feeds the hasher four, each a SipHash round trip); equal exactly
+/// when the addresses are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerKey(SocketAddr);
+
+impl Hash for PeerKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self.0 {
+            SocketAddr::V4(a) => {
+                h.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()))
+            }
+            SocketAddr::V6(a) => {
+                h.write_u128(a.ip().to_bits());
+                h.write_u16(a.port());
+            }
+        }
     }
 }
 
@@ -380,11 +417,8 @@ fn must_park(rq: &tiny_http::Request) -> bool {
 }
 
 /// Forgets closed lanes whose connection is gone (at most once a second,
-/// and only when there are any: a /proc scan).
+/// and only when there are any, which the caller saw: a /proc scan).
 fn prune_lanes(app: &App) {
-    if !app.lanes().has_closed_idle() {
-        return;
-    }
     {
         let mut last = app.last_prune.lock().unwrap_or_else(|e| e.into_inner());
         if last.elapsed() < Duration::from_secs(1) {
@@ -393,7 +427,7 @@ fn prune_lanes(app: &App) {
         *last = Instant::now();
     }
     let alive = app.guard.closed_peers_alive();
-    app.lanes().retain_open(|peer| alive.contains(peer));
+    app.lanes().retain_open(|peer| alive.contains(&peer.0));
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -436,6 +470,7 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
     let peer = rq.remote_addr().copied();
     app.guard.request_started(peer);
     let method = method_label(rq.method());
+    let rq_method = CachedMethod::of(rq.method());
     let head_only = *rq.method() == Method::Head;
     let version = rq.http_version();
     let verdict = framing::judge(
@@ -446,7 +481,10 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
             .map(|h| (h.field.as_str().as_str(), h.value.as_str())),
         app.head_limits,
     );
-    let route = app.router.find(framing::route_path(rq.url()));
+    let found = app.router.find_at(framing::route_path(rq.url()));
+    let route = found.map(|(_, r)| r);
+    // Unmatched paths come after the routes.
+    let route_index = found.map_or(app.router.len(), |(i, _)| i);
     let route_label = route.map_or("unmatched", |r| r.path);
     let quiet = route.is_some_and(|r| r.quiet);
 
@@ -496,16 +534,36 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
     };
     // Only a request that will be logged pays for a copy of its path.
     let shown: Option<String> =
-        log::log_enabled!(level).then(|| framing::route_path(rq.url()).chars().take(256).collect());
+        log::log_enabled!(level).then(|| shown_path(framing::route_path(rq.url())));
     let mut closed = false;
     match close {
         None => {
-            let mut response = Response::from_data(reply.body).with_status_code(status);
-            response.add_header(header("Content-Type", reply.content_type));
-            for (name, value) in &reply.headers {
-                response.add_header(header(name, value));
-            }
-            if let Err(e) = rq.respond(response) {
+            // The bytes tiny_http would write, rendered in one buffer and
+            // written at once (where `render_keep_alive` knows them), else
+            // tiny_http's own `respond`.
+            let bytes = with_http_date(|date| {
+                let version = rq.http_version();
+                framing::render_keep_alive(
+                    (version.0, version.1),
+                    rq.headers().iter().map(|h| h.field.as_str().as_str()),
+                    &reply,
+                    head_only,
+                    date,
+                )
+            })
+            .flatten();
+            let written = match bytes {
+                Some(bytes) => write_whole(rq, &bytes),
+                None => {
+                    let mut response = Response::from_data(reply.body).with_status_code(status);
+                    response.add_header(header("Content-Type", reply.content_type));
+                    for (name, value) in &reply.headers {
+                        response.add_header(header(name, value));
+                    }
+                    rq.respond(response)
+                }
+            };
+            if let Err(e) = written {
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
                     // SO_SNDTIMEO: the peer accepted nothing for the send
                     // timeout. Reset it; its later requests are discarded.
@@ -567,12 +625,26 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
 
     let elapsed = start.elapsed();
     if let Some(m) = &app.metrics {
-        let code = status_label(status);
-        let labels = [method, route_label, &code];
-        m.requests.with_label_values(&labels).inc();
-        m.duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        match app.metric_children.slot(rq_method, route_index, status) {
+            Some(slot) => {
+                let (requests, duration) = slot.get_or_init(|| {
+                    let labels = [method, route_label, &status_label(status)];
+                    (
+                        m.requests.with_label_values(&labels),
+                        m.duration.with_label_values(&labels),
+                    )
+                });
+                requests.inc();
+                duration.observe(seconds);
+            }
+            None => {
+                let code = status_label(status);
+                let labels = [method, route_label, &code];
+                m.requests.with_label_values(&labels).inc();
+                m.duration.with_label_values(&labels).observe(seconds);
+            }
+        }
     }
     if let Some(shown) = shown {
         log::log!(level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = elapsed.as_secs_f64() * 1000.0; "request");
@@ -605,6 +677,77 @@ fn route_reply(
     }
 }
 
+/// The logged copy of a request's path: its first 256 characters (the
+/// request, and its URL, are gone once answered), copied in one piece.
+fn shown_path(path: &str) -> String {
+    let end = path.char_indices().nth(256).map_or(path.len(), |(i, _)| i);
+    path[..end].to_string()
+}
+
+/// The methods whose metric children are kept (every other one is rare).
+#[derive(Clone, Copy)]
+enum CachedMethod {
+    Get = 0,
+    Head = 1,
+    Other,
+}
+
+impl CachedMethod {
+    fn of(m: &Method) -> CachedMethod {
+        match m {
+            Method::Get => CachedMethod::Get,
+            Method::Head => CachedMethod::Head,
+            _ => CachedMethod::Other,
+        }
+    }
+}
+
+/// The status codes whose metric children are kept: those `status_label`
+/// knows.
+const CACHED_STATUSES: [u16; 8] = [200, 400, 404, 405, 413, 431, 500, 503];
+
+/// The children of `http_requests_total` and `http_request_duration_seconds`
+/// for GET and HEAD × every route and `unmatched` × the usual status codes,
+/// each got from the vectors on its first request, exactly as
+/// `with_label_values` would create it (so a series appears only once
+/// answered). Then a request costs no label hashing, no read lock and no
+/// reference count; the other label sets go through `with_label_values`.
+struct MetricChildren {
+    /// Routes plus one (`unmatched`).
+    routes: usize,
+    slots: Box<[OnceLock<(IntCounter, Histogram)>]>,
+}
+
+impl MetricChildren {
+    fn new(routes: usize) -> MetricChildren {
+        let routes = routes + 1;
+        MetricChildren {
+            routes,
+            slots: (0..2 * routes * CACHED_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    fn slot(
+        &self,
+        method: CachedMethod,
+        route: usize,
+        status: u16,
+    ) -> Option<&OnceLock<(IntCounter, Histogram)>> {
+        let method = match method {
+            CachedMethod::Other => return None,
+            m => m as usize,
+        };
+        let status = CACHED_STATUSES.iter().position(|s| *s == status)?;
+        if route >= self.routes {
+            return None;
+        }
+        self.slots
+            .get((method * self.routes + route) * CACHED_STATUSES.len() + status)
+    }
+}
+
 /// The `status_code` label; the codes we answer with need no allocation.
 fn status_label(status: u16) -> Cow<'static, str> {
     match status {
@@ -620,6 +763,85 @@ fn status_label(status: u16) -> Cow<'static, str> {
     }
 }
 
+thread_local! {
+    /// The second and its HTTP date, for the `Date` header (formatted once a
+    /// second per handler thread).
+    static HTTP_DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Calls `f` with the `Date` header tiny_http would write now; `None` if
+/// the clock is before 1970 or past 9999.
+fn with_http_date<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    HTTP_DATE
+        .try_with(|cache| {
+            let mut cache = cache.try_borrow_mut().ok()?;
+            if cache.0 != secs {
+                *cache = (secs, framing::http_date(secs)?);
+            }
+            Some(f(&cache.1))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Writes a whole rendered answer as tiny_http's `respond` writes one: the
+/// errors it ignores (the client went away) are ignored here too.
+fn write_whole(rq: tiny_http::Request, bytes: &[u8]) -> std::io::Result<()> {
+    fn ignore_client_closing(r: std::io::Result<()>) -> std::io::Result<()> {
+        r.or_else(|e| match e.kind() {
+            ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionReset => Ok(()),
+            _ => Err(e),
+        })
+    }
+    let mut writer = rq.into_writer();
+    ignore_client_closing(writer.write_all(bytes))?;
+    ignore_client_closing(writer.flush())
+}
+
 fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logged_path_is_its_first_256_characters() {
+        for path in [
+            String::new(),
+            "/health".to_string(),
+            "/".repeat(256),
+            "/".repeat(257),
+            "é".repeat(300),
+            "𝄞".repeat(256) + "x",
+            format!("/{}", "ß".repeat(400)),
+        ] {
+            let want: String = path.chars().take(256).collect();
+            assert_eq!(shown_path(&path), want);
+        }
+    }
+
+    #[test]
+    fn every_cached_label_set_has_its_own_metric_children() {
+        let routes = 4;
+        let children = MetricChildren::new(routes);
+        let mut seen = std::collections::HashSet::new();
+        for method in [CachedMethod::Get, CachedMethod::Head] {
+            for route in 0..=routes {
+                for status in CACHED_STATUSES {
+                    let slot = children.slot(method, route, status).expect("cached");
+                    assert!(seen.insert(slot as *const _), "{route} {status}");
+                }
+            }
+        }
+        assert_eq!(seen.len(), children.slots.len());
+        assert!(children.slot(CachedMethod::Other, 0, 200).is_none());
+        assert!(children.slot(CachedMethod::Get, 0, 201).is_none());
+        assert!(children.slot(CachedMethod::Get, routes + 1, 200).is_none());
+    }
 }
