@@ -4,7 +4,7 @@
 //! defence against slow, idle and oversized clients.
 //!
 //! One concept per file: [`HttpConfig`] (`config.rs`), [`CloseReason`]
-//! (`close.rs`: every way a connection is closed), [`Reply`]
+//! (`close.rs`: every way a connection is closed), `PeerKey` (`peer.rs`), [`Reply`]
 //! (`reply.rs`), [`Router`] (`router.rs`), [`RequestMetrics`]
 //! (`request_metrics.rs`), the request-head checks (`framing`), per-connection
 //! ordering (`lanes`), the guard, the server, and the system calls (`sys`,
@@ -20,6 +20,8 @@ pub mod framing;
 pub mod guard;
 #[forbid(unsafe_code)]
 pub mod lanes;
+#[forbid(unsafe_code)]
+mod peer;
 #[forbid(unsafe_code)]
 mod reply;
 #[forbid(unsafe_code)]

@@ -28,7 +28,6 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::hash::{Hash, Hasher};
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -44,6 +43,7 @@ use super::close::CloseReason;
 use super::framing::{self, Body, HeadLimits, Verdict};
 use super::guard::{Guard, Limits};
 use super::lanes::{Admit, Lanes};
+use super::peer::PeerKey;
 use super::{reason_phrase, HttpConfig, Reply, RequestMetrics, Router};
 use crate::shutdown::Shutdown;
 
@@ -369,26 +369,6 @@ fn handler_loop(app: &App, http: &tiny_http::Server) {
         }
         if closed_idle {
             prune_lanes(app);
-        }
-    }
-}
-
-/// A lane's key: the peer's address, hashed in one piece (`SocketAddr`'s own
-/// `Hash` feeds the hasher four, each a SipHash round trip); equal exactly
-/// when the addresses are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PeerKey(SocketAddr);
-
-impl Hash for PeerKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        match self.0 {
-            SocketAddr::V4(a) => {
-                h.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()))
-            }
-            SocketAddr::V6(a) => {
-                h.write_u128(a.ip().to_bits());
-                h.write_u16(a.port());
-            }
         }
     }
 }

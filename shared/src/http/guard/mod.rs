@@ -96,6 +96,7 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::close::{CloseReason, Ending};
+use super::peer::PeerKey;
 use super::sys::{self, ClientSocket, Epoll, EventFd};
 use discovery::{lock, Sockets};
 pub use policy::Limits;
@@ -178,7 +179,7 @@ struct Inner {
     wake: EventFd,
     sockets: Sockets,
     /// The handlers' records, by peer.
-    activity: Mutex<HashMap<SocketAddr, Activity>>,
+    activity: Mutex<HashMap<PeerKey, Activity>>,
     metrics: Metrics,
     stop: AtomicBool,
     draining: AtomicBool,
@@ -233,7 +234,7 @@ impl Guard {
         let Some(peer) = peer else { return };
         let now = Instant::now();
         let mut map = lock(&self.inner.activity);
-        let a = map.entry(peer).or_insert(Activity::new(now));
+        let a = map.entry(PeerKey(peer)).or_insert(Activity::new(now));
         a.in_flight += 1;
         a.request_started = now;
     }
@@ -241,7 +242,7 @@ impl Guard {
     /// The response to `peer`'s request has been written.
     pub fn request_finished(&self, peer: Option<SocketAddr>) {
         let Some(peer) = peer else { return };
-        if let Some(a) = lock(&self.inner.activity).get_mut(&peer) {
+        if let Some(a) = lock(&self.inner.activity).get_mut(&PeerKey(peer)) {
             a.in_flight = a.in_flight.saturating_sub(1);
             a.responses += 1;
             a.last_response = Instant::now();
@@ -457,7 +458,7 @@ impl Inner {
     fn rescan(&self, now: Instant) -> bool {
         let found = self.sockets.rescan(&self.epoll, now);
         lock(&self.activity)
-            .retain(|peer, a| keep_activity(a, found.peers.contains(peer), found.started));
+            .retain(|peer, a| keep_activity(a, found.peers.contains(&peer.0), found.started));
         self.metrics.open.set(found.open as i64);
         self.metrics.wedged.set(found.wedged as i64);
         // While draining the stop is under way anyway (and exits 0).
@@ -473,7 +474,7 @@ impl Inner {
     /// next time a rule could change its mind.
     fn evaluate(&self, now: Instant) -> Option<Instant> {
         let draining = self.draining.load(Ordering::Relaxed);
-        let activity: HashMap<SocketAddr, Activity> = lock(&self.activity).clone();
+        let activity: HashMap<PeerKey, Activity> = lock(&self.activity).clone();
         let closed = self.sockets.closed_inodes();
         let mut conns = lock(&self.sockets.conns);
         let mut gone = Vec::new();
@@ -488,7 +489,7 @@ impl Inner {
                 gone.push(*ino);
                 continue;
             };
-            let act = activity.get(&c.sock.peer);
+            let act = activity.get(&PeerKey(c.sock.peer));
             let verdict = judge(&mut c.state, &snap, act, &self.limits, draining, now);
             verdicts.push((*ino, verdict));
         }
