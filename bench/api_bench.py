@@ -18,6 +18,12 @@ is the median of the per-round figures: each ratio compares two runs seconds
 apart. Between rounds the API sits idle while nginx runs, long enough for
 tiny_http's spare pool threads to exit (5 s), so each API round starts from a
 cold pool, as a burst after a quiet spell does in production.
+
+A third server runs in the same rounds: tiny_http alone (api/examples/bare_tiny_http.rs:
+its README's recv/respond loop, the same body, one access-log line per request to a file,
+mimalloc, no guard, lanes, framing checks or metrics). It is the floor under any server
+built on tiny_http, so the summary also gives orion-api's share of it (the cost of our own
+layer) and tiny_http's own ratio to nginx. BENCH_BARE=0 leaves it out.
 """
 import json
 import os
@@ -40,6 +46,9 @@ FIXED_CONNECTIONS = int(os.environ.get("BENCH_FIXED_CONNECTIONS", "128"))
 FIXED_SHARE = float(os.environ.get("BENCH_FIXED_SHARE", "0.2"))
 THREADS = os.environ.get("BENCH_WRK_THREADS", "2")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+BARE_BIN = os.environ.get("BARE_BIN", os.path.join(
+    ROOT, "target", "x86_64-unknown-linux-musl", "release", "examples", "bare_tiny_http"))
+BARE = os.environ.get("BENCH_BARE", "1") != "0"
 
 
 def free_port():
@@ -171,6 +180,21 @@ http {{
         wait_http(f"http://127.0.0.1:{ng_port}/health")
         ng_url, api_url = f"http://127.0.0.1:{ng_port}/health", f"http://127.0.0.1:{api_port}/health"
 
+        # --- tiny_http alone, same body, its own access log
+        bare_url = None
+        if BARE:
+            if not os.path.exists(BARE_BIN):
+                raise SystemExit(f"bench: {BARE_BIN} missing (make bench-api builds it)")
+            bare_port = free_port()
+            bare = subprocess.Popen(
+                [BARE_BIN], stderr=subprocess.DEVNULL,
+                env={"PORT": str(bare_port), "BARE_BODY": body.decode(),
+                     "BARE_LOG": os.path.join(tmp, "bare-access.log")},
+            )
+            procs.append(bare)
+            bare_url = f"http://127.0.0.1:{bare_port}/health"
+            wait_http(bare_url)
+
         # --- load: alternating rounds, nginx then the API, sampling the API's RSS
         peak = {c: idle_rss for c in CONNECTIONS}
         done = threading.Event()
@@ -195,10 +219,11 @@ http {{
                 done.set()
                 t.join()
                 a["kicks"] = counter(metrics_url, "http_pool_kicks_total") - kicks
-                rounds[c].append((n, a))
+                b = wrk(bare_url, c) if bare_url else None
+                rounds[c].append((n, a, b))
 
         # --- fixed rate: ~FIXED_SHARE of nginx's capacity at FIXED_CONNECTIONS
-        cap = statistics.median(n["rps"] for n, _ in rounds[max(CONNECTIONS)])
+        cap = statistics.median(n["rps"] for n, _, _ in rounds[max(CONNECTIONS)])
         per_conn = max(1, round(cap * FIXED_SHARE / FIXED_CONNECTIONS))
         fixed_n = hey(ng_url, FIXED_CONNECTIONS, per_conn)
         kicks = counter(metrics_url, "http_pool_kicks_total")
@@ -213,21 +238,29 @@ http {{
                     f"non-2xx {r['non2xx']}, socket {r['socket_errors']}{kicks}")
 
         print(f"\nGET /health, wrk -t{THREADS} -d{DURATION}, {ROUNDS} alternating rounds, "
-              "same machine, logging on for both")
+              "same machine, logging on for all")
         for c in CONNECTIONS:
             rs = rounds[c]
             print(f"\n-c{c}            {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  errors")
-            for i, (n, a) in enumerate(rs, 1):
+            for i, (n, a, b) in enumerate(rs, 1):
                 print(row(f"nginx #{i}", n))
                 print(row(f"orion-api #{i}", a) + f"  ratio {a['rps'] / n['rps']:.2f}")
-            ratios = [a["rps"] / n["rps"] for n, a in rs]
-            worst = max(a["p99_ms"] for _, a in rs)
-            print(f"-c{c} median: nginx {statistics.median(n['rps'] for n, _ in rs):.0f} req/s, "
-                  f"orion-api {statistics.median(a['rps'] for _, a in rs):.0f} req/s; "
+                if b:
+                    print(row(f"tiny_http #{i}", b) + f"  ratio {b['rps'] / n['rps']:.2f}")
+            ratios = [a["rps"] / n["rps"] for n, a, _ in rs]
+            worst = max(a["p99_ms"] for _, a, _ in rs)
+            print(f"-c{c} median: nginx {statistics.median(n['rps'] for n, _, _ in rs):.0f} req/s, "
+                  f"orion-api {statistics.median(a['rps'] for _, a, _ in rs):.0f} req/s; "
                   f"ratio {statistics.median(ratios):.2f} median ({min(ratios):.2f}-{max(ratios):.2f}, target >= 0.6)")
+            if all(b for _, _, b in rs):
+                floor = [b["rps"] / n["rps"] for n, _, b in rs]
+                share = [a["rps"] / b["rps"] for _, a, b in rs]
+                print(f"-c{c} tiny_http alone: ratio to nginx {statistics.median(floor):.2f} median "
+                      f"({min(floor):.2f}-{max(floor):.2f}); orion-api / tiny_http alone "
+                      f"{statistics.median(share):.2f} median ({min(share):.2f}-{max(share):.2f})")
             print(f"-c{c} orion-api p99 worst round {worst:.2f} ms (target <= 20 in every round; "
-                  f"nginx worst {max(n['p99_ms'] for n, _ in rs):.2f} ms); "
-                  f"pool kicks {sum(a['kicks'] for _, a in rs):.0f}")
+                  f"nginx worst {max(n['p99_ms'] for n, _, _ in rs):.2f} ms); "
+                  f"pool kicks {sum(a['kicks'] for _, a, _ in rs):.0f}")
         print(f"\nfixed rate: hey -z {DURATION} -c {FIXED_CONNECTIONS} -q {per_conn} "
               f"({per_conn * FIXED_CONNECTIONS} req/s, {FIXED_SHARE:.0%} of nginx's {cap:.0f})")
         print(f"{'':14} {'requests':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'slowest':>8}  status")
