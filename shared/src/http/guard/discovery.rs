@@ -170,7 +170,7 @@ impl Sockets {
         lock(&self.closed).insert(s.inode, s.peer).is_none()
     }
 
-    /// Whether `inode` is one we closed.
+    /// The inodes of every socket we closed that may still exist.
     pub fn closed_inodes(&self) -> HashSet<u64> {
         lock(&self.closed).keys().copied().collect()
     }

@@ -11,7 +11,7 @@
 //!   our port, connected peer; one entry per inode, because tiny_http holds
 //!   two descriptors per connection) whenever a connection arrives (the
 //!   listener's epoll wake-up, and a `SIGIO` for when that wake-up is lost:
-//!   `sys::AcceptSignal`), and at least every [`RESCAN`] while any exist.
+//!   `sys::AcceptSignal`), and at least every `schedule::RESCAN` while any exist.
 //! * It watches each socket with edge-triggered epoll, so it wakes when bytes
 //!   arrive and costs nothing while everything is idle.
 //! * Per connection it combines the kernel's view (`TCP_INFO` bytes received,
@@ -57,7 +57,7 @@
 //! threads queues more connections than there are threads to wake, and with
 //! keep-alive clients the queued ones wait until some connection ends. The
 //! guard tells them by tiny_http never having read a byte of them
-//! ([`kick_check`], after [`QUEUED`]); it opens and at once closes a
+//! (`policy::kick_check`, after `policy::QUEUED`); it opens and at once closes a
 //! connection to itself; tiny_http sees no waiting thread, spawns one for it,
 //! and that thread, done in a moment, takes the queued connection next
 //! (`http_pool_kicks_total`). Closing idle
@@ -66,15 +66,15 @@
 //! connection; a spare thread costs nothing and exits after 5 s idle.
 //!
 //! The guard is three parts, so each can be read (and changed) alone:
-//! * `discovery` ([`discovery::Sockets`]): which sockets exist, kept in step
+//! * `discovery` (`discovery::Sockets`): which sockets exist, kept in step
 //!   with `/proc/self/fd`, and which ones we closed that tiny_http holds.
-//! * `policy`: the rules above as plain functions — [`policy::judge`] gives
-//!   a [`Verdict`](policy::Verdict) for one connection from its record, a
+//! * `policy`: the rules above as plain functions — `policy::judge` gives
+//!   a `Verdict` for one connection from its record, a
 //!   kernel snapshot, the handlers' activity, the limits and `now`;
-//!   [`policy::plan`] adds shedding and kicks over the whole table. Every
+//!   `policy::plan` adds shedding and kicks over the whole table. Every
 //!   close is a [`CloseReason`] that knows its label, its answer and how the
 //!   socket ends. Unit-tested with a fake clock.
-//! * `schedule` ([`schedule::Schedule`]): when to look, and when the accept
+//! * `schedule` (`schedule::Schedule`): when to look, and when the accept
 //!   queue says tiny_http's accept loop is gone; also pure.
 //!
 //! What is left here is the thin shell: the [`Guard`] handle the server and
