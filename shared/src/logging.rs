@@ -215,13 +215,13 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
         if let Some(b) = value.to_bool() {
             out.extend_from_slice(if b { b"true" } else { b"false" });
         } else if let Some(n) = value.to_u64() {
-            push_u64(out, n);
+            crate::decimal::push(out, n);
         } else if let Some(n) = value.to_i64() {
             // Only negative numbers are left here.
             if n < 0 {
                 out.push(b'-');
             }
-            push_u64(out, n.unsigned_abs());
+            crate::decimal::push(out, n.unsigned_abs());
         } else if let Some(f) = value.to_f64().filter(|f| f.is_finite()) {
             // Writing into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, &f);
@@ -232,22 +232,6 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
         }
         Ok(())
     }
-}
-
-/// `n` in decimal, as `write!(out, "{n}")` writes it, without the
-/// formatting machinery.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// The bytes serde_json escapes in a string: the controls, the quote and
@@ -413,11 +397,6 @@ mod tests {
             let mut ours = Vec::new();
             push_json_str(&mut ours, &s);
             assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
-        }
-        for n in [0u64, 7, 10, 200, 999, 1_000_000, u64::MAX] {
-            let mut ours = Vec::new();
-            push_u64(&mut ours, n);
-            assert_eq!(ours, n.to_string().into_bytes());
         }
     }
 

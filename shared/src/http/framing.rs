@@ -382,11 +382,11 @@ pub fn render_keep_alive<'a>(
     let reason = tiny_http::StatusCode(status).default_reason_phrase();
     let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(b"HTTP/");
-    push_decimal(&mut out, version.0.into());
+    crate::decimal::push(&mut out, version.0.into());
     out.push(b'.');
-    push_decimal(&mut out, version.1.into());
+    crate::decimal::push(&mut out, version.1.into());
     out.push(b' ');
-    push_decimal(&mut out, status.into());
+    crate::decimal::push(&mut out, status.into());
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\nServer: tiny-http (Rust)\r\nDate: ");
@@ -401,30 +401,12 @@ pub fn render_keep_alive<'a>(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: ");
-    push_decimal(&mut out, body.len() as u64);
+    crate::decimal::push(&mut out, body.len() as u64);
     out.extend_from_slice(b"\r\n\r\n");
     if !head_only {
         out.extend_from_slice(body);
     }
     Some(out)
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    if n < 10 {
-        out.push(b'0' + n as u8);
-        return;
-    }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) of `secs` after the
