@@ -45,17 +45,18 @@ impl Api {
     /// Starts the API (LOG_LEVEL=info, then `env`) on a free port and waits
     /// until it logs "api listening" and `/health` answers 200.
     pub fn start(env: &[(&str, &str)]) -> Api {
-        let api = Api(ServiceProcess::start(&SPEC, env));
-        api.wait_until("/health to answer 200", Duration::from_secs(10), || {
-            api.try_get("/health").is_ok_and(|r| r.status == 200)
-        });
-        api
+        Api::healthy(ServiceProcess::start(&SPEC, env))
     }
 
     /// [`Api::start`] for a LOG_LEVEL that hides "api listening" (see
     /// `ServiceProcess::start_unlogged`).
     pub fn start_unlogged(env: &[(&str, &str)]) -> Api {
-        let api = Api(ServiceProcess::start_unlogged(&SPEC, env));
+        Api::healthy(ServiceProcess::start_unlogged(&SPEC, env))
+    }
+
+    /// `process`, once its `/health` answers 200.
+    fn healthy(process: ServiceProcess) -> Api {
+        let api = Api(process);
         api.wait_until("/health to answer 200", Duration::from_secs(10), || {
             api.try_get("/health").is_ok_and(|r| r.status == 200)
         });

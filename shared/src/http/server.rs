@@ -682,9 +682,18 @@ impl CachedMethod {
     }
 }
 
-/// The status codes whose metric children are kept: those `status_label`
-/// knows.
-const CACHED_STATUSES: [u16; 8] = [200, 400, 404, 405, 413, 431, 500, 503];
+/// The status codes we answer with, and their `status_code` labels: their
+/// metric children are kept, and their labels need no allocation.
+const CACHED_STATUSES: [(u16, &str); 8] = [
+    (200, "200"),
+    (400, "400"),
+    (404, "404"),
+    (405, "405"),
+    (413, "413"),
+    (431, "431"),
+    (500, "500"),
+    (503, "503"),
+];
 
 /// The children of `http_requests_total` and `http_request_duration_seconds`
 /// for GET and HEAD × every route and `unmatched` × the usual status codes,
@@ -719,7 +728,7 @@ impl MetricChildren {
             CachedMethod::Other => return None,
             m => m as usize,
         };
-        let status = CACHED_STATUSES.iter().position(|s| *s == status)?;
+        let status = CACHED_STATUSES.iter().position(|(s, _)| *s == status)?;
         if route >= self.routes {
             return None;
         }
@@ -728,19 +737,12 @@ impl MetricChildren {
     }
 }
 
-/// The `status_code` label; the codes we answer with need no allocation.
+/// The `status_code` label.
 fn status_label(status: u16) -> Cow<'static, str> {
-    match status {
-        200 => "200".into(),
-        400 => "400".into(),
-        404 => "404".into(),
-        405 => "405".into(),
-        413 => "413".into(),
-        431 => "431".into(),
-        500 => "500".into(),
-        503 => "503".into(),
-        other => other.to_string().into(),
-    }
+    CACHED_STATUSES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or_else(|| status.to_string().into(), |(_, label)| (*label).into())
 }
 
 thread_local! {
@@ -813,7 +815,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for method in [CachedMethod::Get, CachedMethod::Head] {
             for route in 0..=routes {
-                for status in CACHED_STATUSES {
+                for (status, _) in CACHED_STATUSES {
                     let slot = children.slot(method, route, status).expect("cached");
                     assert!(seen.insert(slot as *const _), "{route} {status}");
                 }

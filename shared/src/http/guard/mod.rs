@@ -307,17 +307,6 @@ impl Guard {
         !closed.iter().any(|ino| alive.contains(ino))
     }
 
-    /// Whether a socket we closed for `peer` still exists (tiny_http still
-    /// holds it, so requests it parsed from it may still arrive).
-    pub fn closed_socket_alive(&self, peer: SocketAddr) -> bool {
-        let inodes = self.inner.sockets.closed_inodes_of(peer);
-        if inodes.is_empty() {
-            return false;
-        }
-        let alive = sys::socket_inodes();
-        inodes.iter().any(|ino| alive.contains(ino))
-    }
-
     /// The peers of every socket we closed that still exists (one scan).
     pub fn closed_peers_alive(&self) -> HashSet<SocketAddr> {
         let closed = self.inner.sockets.closed_list();
