@@ -1,4 +1,4 @@
-# Release images anyone can rebuild bit for bit (README, "Releases: rebuild and verify").
+# Release images anyone can rebuild bit for bit (docs/releases.md).
 #
 #   make release-images   dist/oci/orion-{api,worker}/: OCI layouts, one index each
 #                         (linux/amd64 + linux/arm64) from Dockerfile.scratch and dist/, built

@@ -6,12 +6,17 @@ a workflow into breaking a promise fails here.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import MAPPING, ROOT, SHA, VENV_BIN, WORKFLOWS, kv, load_yaml, run, tool_env
+
+# The one reader of the repository's Markdown (section markers, anchors), shared by the suites.
+sys.path.insert(0, str(ROOT / "tests" / "docs"))
+from doctext import section_text as docs_section  # noqa: E402
 
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.y*ml"))
 GITHUB_FILES = sorted(p for p in (ROOT / ".github").rglob("*") if p.is_file())
@@ -110,7 +115,7 @@ def test_least_privilege_per_job(ci, rerun):
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
 def test_every_job_names_a_fixed_runner_image(path):
     """ubuntu-latest moved to 26.04 (Docker 29, containerd image store, Python 3.14) in
-    October-November 2026; a job must say which image it was made for (README, CI/CD)."""
+    October-November 2026; a job must say which image it was made for (docs/ci-cd.md)."""
     doc = load_yaml(path)
     for job_id, job in doc["jobs"].items():
         assert job.get("runs-on") == RUNNER, f"{path.name}:{job_id}: runs-on {job.get('runs-on')!r}, want {RUNNER}"
@@ -198,7 +203,7 @@ def test_no_expressions_inside_run(path):
 def test_emulation_is_only_the_arm64_smoke_test_of_the_test_job(ci):
     """Nothing is built under QEMU: no setup-qemu-action, no binfmt, no RUN for arm64. The one
     use of emulation is tests/images running dist/arm64/* under qemu-aarch64, inside the test
-    job's `make test`; README and the workflow's comments must say so (not "no QEMU anywhere")."""
+    job's `make test`; the docs and the workflow's comments must say so (not "no QEMU anywhere")."""
     for path in GITHUB_FILES + sorted((ROOT / "scripts").glob("ci-*")):
         code = "\n".join(l.split(" #")[0] for l in path.read_text().lower().splitlines()
                          if not l.strip().startswith("#"))
@@ -217,8 +222,7 @@ def test_emulation_is_only_the_arm64_smoke_test_of_the_test_job(ci):
     assert "qemu" in (ROOT / "tests" / "images" / "test_binaries.py").read_text()
     ci_text = (WORKFLOWS / "ci.yml").read_text()
     assert "no QEMU anywhere" not in ci_text and "qemu-aarch64" in ci_text
-    readme = (ROOT / "README.md").read_text()
-    cicd = readme[readme.index("<!-- section:cicd -->"):readme.index("<!-- /section:cicd -->")]
+    cicd = docs_section("cicd")
     assert "qemu-aarch64" in cicd and "no QEMU anywhere" not in cicd
 
 
@@ -391,13 +395,12 @@ def test_dependabot_covers_actions_and_cargo():
     assert ecosystems["cargo"]["directory"] == "/"
 
 
-def test_readme_lists_every_pinned_action_as_pinned():
-    readme = (ROOT / "README.md").read_text()
-    cicd = readme[readme.index("<!-- section:cicd -->"):readme.index("<!-- /section:cicd -->")]
+def test_docs_list_every_pinned_action_as_pinned():
+    cicd = docs_section("cicd")
     for _path, _lineno, action, sha, tag, _step in pinned_uses():
         row = next((l for l in cicd.splitlines() if l.startswith(f"| {action} ")), None)
-        assert row, f"README (CI/CD) has no row for {action}"
-        assert f"| {tag} " in row and f"`{sha}`" in row, f"README row for {action} is not {tag} {sha}: {row}"
+        assert row, f"docs/ci-cd.md has no row for {action}"
+        assert f"| {tag} " in row and f"`{sha}`" in row, f"docs/ci-cd.md row for {action} is not {tag} {sha}: {row}"
     assert "ubuntu-24.04" in cicd and "refresh_pinned_actions.py" in cicd
 
 

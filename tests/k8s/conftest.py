@@ -12,12 +12,17 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# The one reader of the repository's Markdown (section markers, anchors), shared by the suites.
+sys.path.insert(0, str(REPO / "tests" / "docs"))
+import doctext  # noqa: E402
+
 OVERLAYS = ("dev", "uat", "prod", "kind")
 ENVIRONMENTS_FILE = REPO / "k8s" / "environments.yaml"
 
@@ -137,8 +142,6 @@ def selector_matches(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
 
-def readme_section(name: str) -> str:
-    text = (REPO / "README.md").read_text()
-    m = re.search(rf"<!-- section:{re.escape(name)} -->(.*?)<!-- /section:{re.escape(name)} -->", text, re.S)
-    assert m, f"README.md has no section {name!r}"
-    return m.group(1)
+def doc_section(name: str) -> str:
+    """The `<!-- section:NAME -->` block of the docs (README.md or docs/), wherever a page keeps it."""
+    return doctext.section_text(name)

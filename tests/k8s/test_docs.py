@@ -1,10 +1,10 @@
-"""README's Kubernetes text against the manifests.
+"""The docs' Kubernetes text against the manifests.
 
-- The per-environment table in section `kubernetes` equals k8s/environments.yaml (which the
-  overlay tests check the rendered pods against).
+- The per-environment table in section `kubernetes` (docs/kubernetes.md) equals
+  k8s/environments.yaml (which the overlay tests check the rendered pods against).
 - Every kubectl command in sections `kubernetes` and `failure-scenarios` names namespaces,
-  objects and label selectors that the renders really contain; every `make` target and
-  k8s/ path it mentions exists.
+  objects and label selectors that the renders really contain (the runbooks of
+  docs/operating.md included); every `make` target and k8s/ path it mentions exists.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OVERLAYS, REPO, readme_section
+from conftest import OVERLAYS, REPO, doc_section
 
 SECTIONS = ("kubernetes", "failure-scenarios")
 KIND_ALIASES = {
@@ -40,8 +40,8 @@ def table_rows(section: str) -> list[dict]:
     return [dict(zip(header, r)) for r in rows]
 
 
-def test_readme_table_matches_the_data_file(environments):
-    rows = table_rows(readme_section("kubernetes"))
+def test_docs_table_matches_the_data_file(environments):
+    rows = table_rows(doc_section("kubernetes"))
     assert [r["Environment"].lower() for r in rows] == list(environments)
     for row in rows:
         env = environments[row["Environment"].lower()]
@@ -89,14 +89,14 @@ def cluster_view(renders):
 def kubectl_commands():
     cmds = []
     for section in SECTIONS:
-        for ln in code_lines(readme_section(section)):
+        for ln in code_lines(doc_section(section)):
             for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", ln):
                 if part.startswith("kubectl "):
                     cmds.append((section, part))
     return cmds
 
 
-def test_readme_kubectl_commands_match_the_manifests(cluster_view):
+def test_docs_kubectl_commands_match_the_manifests(cluster_view):
     objects, pod_labels, service_ports = cluster_view
     checked = 0
     for section, cmd in kubectl_commands():
@@ -126,7 +126,7 @@ def test_readme_kubectl_commands_match_the_manifests(cluster_view):
             continue
         if not (refs or selector):
             continue
-        where = f"README section {section}: `{cmd}`"
+        where = f"docs section {section}: `{cmd}`"
         assert ns, f"{where}: no -n, would act on the default namespace"
         assert ns in objects, f"{where}: namespace {ns} is not created by any overlay"
         for ref in refs:
@@ -145,33 +145,33 @@ def test_readme_kubectl_commands_match_the_manifests(cluster_view):
     assert checked >= 5, "the kubernetes section's own commands should have been checked"
 
 
-def test_readme_make_targets_and_paths_exist():
+def test_docs_make_targets_and_paths_exist():
     makefiles = [REPO / "Makefile", *sorted((REPO / "mk").glob("*.mk"))]
     targets = set()
     for mf in makefiles:
         targets |= set(re.findall(r"^([A-Za-z0-9_-]+):", mf.read_text(), re.M))
-    text = readme_section("kubernetes")
+    text = doc_section("kubernetes")
     for target in re.findall(r"\bmake ([a-z][a-z0-9-]+)", text):
-        assert target in targets, f"README mentions `make {target}`, which no makefile defines"
+        assert target in targets, f"docs/kubernetes.md mentions `make {target}`, which no makefile defines"
     for path in set(re.findall(r"(?<![\w/.-])(k8s/[A-Za-z0-9_./-]+)", text)):
         path = path.rstrip(".")
         if "{" in path:
             continue
-        assert (REPO / path).exists(), f"README mentions {path}, which does not exist"
+        assert (REPO / path).exists(), f"docs/kubernetes.md mentions {path}, which does not exist"
     for path in re.findall(r"k8s/overlays/\{([a-z,]+)\}", text):
         for env in path.split(","):
             assert (REPO / "k8s" / "overlays" / env).is_dir()
 
 
-def test_readme_kind_commands_match_the_deploy_script():
-    """README's local kind cluster is the one scripts/deploy-kind.sh (and CI) creates: the same
+def test_docs_kind_commands_match_the_deploy_script():
+    """The docs' local kind cluster is the one scripts/deploy-kind.sh (and CI) creates: the same
     pinned node image, and images loaded the same way (a single-platform archive)."""
     script = (REPO / "scripts" / "deploy-kind.sh").read_text()
     node = re.search(r'KIND_NODE_IMAGE:-(kindest/node:v[\d.]+@sha256:[0-9a-f]{64})\}', script).group(1)
-    text = "\n".join(code_lines(readme_section("kubernetes")))
+    text = "\n".join(code_lines(doc_section("kubernetes")))
     creates = [ln for ln in text.splitlines() if ln.startswith("kind create cluster")]
-    assert creates, "README shows how to create the kind cluster"
+    assert creates, "docs/kubernetes.md shows how to create the kind cluster"
     for ln in creates:
-        assert f"--image {node}" in ln, f"README: {ln!r} does not use {node}"
+        assert f"--image {node}" in ln, f"docs/kubernetes.md: {ln!r} does not use {node}"
     assert "kind load docker-image" not in text, "kind load docker-image fails on Docker's containerd image store"
     assert "kind load image-archive" in text and "docker save --platform" in text

@@ -1,20 +1,24 @@
-"""Shared helpers for the monitoring tests: paths, the shipped files, README anchors.
+"""Shared helpers for the monitoring tests: paths, the shipped files, the docs' sections and anchors.
 
-Every test reads the files that ship (monitoring/alerts.yaml, the dashboard JSON, README.md):
+Every test reads the files that ship (monitoring/alerts.yaml, the dashboard JSON, docs/*.md):
 nothing here keeps a copy of an alert name or a query.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# The one reader of the repository's Markdown (GitHub's anchors, section markers), shared by the suites.
+sys.path.insert(0, str(REPO / "tests" / "docs"))
+import doctext  # noqa: E402
+
 MONITORING = REPO / "monitoring"
 ALERTS = MONITORING / "alerts.yaml"
 SLO = MONITORING / "slo.yaml"
@@ -32,9 +36,9 @@ PROMETHEUS_YML = MONITORING / "prometheus.yml"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "orion.json"
 DATASOURCE = MONITORING / "grafana" / "provisioning" / "datasources" / "datasource.yaml"
 DASHBOARD_PROVIDER = MONITORING / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
-README = REPO / "README.md"
-
-RUNBOOK_PREFIX = "https://github.com/OrionLynn19/orionPL/blob/main/README.md#"
+# The runbooks: every alert's runbook_url is this page on the default branch, plus a heading's anchor.
+RUNBOOKS = REPO / "docs" / "operating.md"
+RUNBOOK_PREFIX = "https://github.com/OrionLynn19/orionPL/blob/main/docs/operating.md#"
 DATASOURCE_REF = {"type": "prometheus", "uid": "prometheus"}
 
 
@@ -95,41 +99,17 @@ def substitute_grafana_variables(expr: str, namespace: str = "local", rate_inter
     return expr
 
 
-def github_slug(heading: str) -> str:
-    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"<[^>]+>", "", heading).strip().lower()
-    text = re.sub(r"[^\w\- ]", "", text)
-    return text.replace(" ", "-")
+github_slug = doctext.github_slug
 
 
-def readme_section(name: str) -> str:
-    text = README.read_text(encoding="utf-8")
-    start = f"<!-- section:{name} -->"
-    end = f"<!-- /section:{name} -->"
-    assert start in text and end in text, f"README.md lacks the markers of section {name}"
-    return text[text.index(start) + len(start) : text.index(end)]
+def doc_section(name: str) -> str:
+    """The `<!-- section:NAME -->` block of the docs, wherever a page keeps it."""
+    return doctext.section_text(name)
 
 
-def readme_anchors() -> set[str]:
-    """Anchors of every heading in README.md (duplicates get GitHub's -1, -2 suffixes)."""
-    anchors: set[str] = set()
-    seen: dict[str, int] = {}
-    in_code = False
-    for line in README.read_text(encoding="utf-8").splitlines():
-        if line.startswith("```"):
-            in_code = not in_code
-            continue
-        match = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
-        if in_code or not match:
-            continue
-        slug = github_slug(match.group(2))
-        if slug in seen:
-            seen[slug] += 1
-            anchors.add(f"{slug}-{seen[slug]}")
-        else:
-            seen[slug] = 0
-            anchors.add(slug)
-    return anchors
+def runbook_anchors() -> set[str]:
+    """Anchors of every heading of the runbook page (GitHub's slugs, duplicates suffixed)."""
+    return doctext.anchors(RUNBOOKS)
 
 
 def tool(name: str) -> str:

@@ -1,7 +1,7 @@
 """Static checks of the rule files (monitoring/alerts.yaml, slo.yaml) and their promtool tests.
 
 promtool itself (check rules, test rules) runs from mk/monitoring.mk; these tests check what
-promtool cannot: the spec's alert table, annotations, runbook anchors in README.md, the
+promtool cannot: the spec's alert table, annotations, runbook anchors in docs/operating.md, the
 aggregation labels, and that the unit tests really cover every alert both ways.
 """
 
@@ -17,10 +17,10 @@ from monitoring_support import (
     RULE_FILES,
     RUNBOOK_PREFIX,
     alert_rules,
+    doc_section,
     github_slug,
     load_yaml,
-    readme_anchors,
-    readme_section,
+    runbook_anchors,
 )
 
 # The spec's alert table (shared/spec/orion-spec.md, "Alerts"): name -> severity, and the
@@ -82,26 +82,26 @@ def test_rule_labels_and_annotations(rule):
     )
 
 
-def test_runbook_anchors_exist_in_readme_failure_scenarios():
-    anchors = readme_anchors()
-    section = readme_section("failure-scenarios")
+def test_runbook_anchors_exist_in_the_failure_scenarios():
+    anchors = runbook_anchors()
+    section = doc_section("failure-scenarios")
     section_anchors = {
         github_slug(line.lstrip("#")) for line in section.splitlines() if line.startswith("#")
     }
     for rule in alert_rules():
         anchor = rule["annotations"]["runbook_url"][len(RUNBOOK_PREFIX) :]
-        assert anchor in anchors, f"{rule['alert']}: README.md has no heading with anchor #{anchor}"
+        assert anchor in anchors, f"{rule['alert']}: docs/operating.md has no heading with anchor #{anchor}"
         # ...and that heading lives in the failure-scenarios section.
         assert anchor in section_anchors, (
-            f"{rule['alert']}: #{anchor} is not a heading of README's failure-scenarios section"
+            f"{rule['alert']}: #{anchor} is not a heading of the failure-scenarios section"
         )
 
 
-def test_readme_lists_every_alert_and_metric_section_exists():
-    monitoring = readme_section("monitoring")
+def test_docs_list_every_alert_and_metric_section_exists():
+    monitoring = doc_section("monitoring")
     for name in rules_by_name():
-        assert f"`{name}`" in monitoring, f"README monitoring section does not list {name}"
-    metrics = readme_section("metrics")
+        assert f"`{name}`" in monitoring, f"the docs' monitoring section does not list {name}"
+    metrics = doc_section("metrics")
     for metric in ("http_requests_total", "worker_last_success_timestamp_seconds", "http_connections_open"):
         assert f"`{metric}`" in metrics
 
@@ -175,10 +175,3 @@ def test_unit_tests_check_annotations_of_firing_alerts():
             for case in test.get("alert_rule_test", []):
                 for alert in case.get("exp_alerts") or []:
                     assert "exp_annotations" in alert, f"{path.name}: {test['name']} @ {case['eval_time']}"
-
-
-@pytest.mark.parametrize("section", ["metrics", "monitoring", "failure-scenarios"])
-def test_readme_links_in_monitoring_sections_resolve(section):
-    anchors = readme_anchors()
-    for anchor in re.findall(r"\]\(#([^)]+)\)", readme_section(section)):
-        assert anchor in anchors, f"README section {section} links to missing #{anchor}"

@@ -288,7 +288,7 @@ def test_stopped_prod_api_pages_once_and_inhibits_its_symptoms(stack):
     assert alert["labels"]["severity"] == "critical"
     assert alert["labels"]["instance"] == f"{HOST}:{stack.api_port}"
     assert alert["annotations"]["summary"] == f"API target {HOST}:{stack.api_port} in orion-prod is down"
-    assert alert["annotations"]["runbook_url"].endswith("README.md#apidown")
+    assert alert["annotations"]["runbook_url"].endswith("docs/operating.md#apidown")
     wait_for("APIDown at team-chat too", lambda: stack.webhook.notifications("team-chat", **group), DELIVERY_TIMEOUT)
 
     wait_for(
