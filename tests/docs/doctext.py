@@ -4,11 +4,12 @@
 One copy for every suite that reads the docs (tests/docs, tests/monitoring, tests/k8s, tests/ci
 import it by path): the slug rules and the section lookup must not drift between them.
 
-GitHub's anchor for a heading (github/cmark-gfm's and github-slugger's rules, which GitHub's
-renderer follows): the heading's rendered text, lower-cased; every character that is not a
-letter, digit, `-`, `_` or space dropped; each space turned into `-`. A repeated slug in one
-file gets `-1`, `-2`, ... in order. Inline code and emphasis marks are not text (dropped as
-punctuation), a link contributes its text only, and an HTML tag contributes nothing.
+GitHub's anchor for a heading, as Flet/github-slugger (v1.5 README and test/fixtures.json)
+emulates it: the heading's plain text, lower-cased; every character that is not a letter
+(Unicode letters included), digit, `-`, `_` or space dropped; each space turned into `-`, one
+by one (`😄 emoji` -> `-emoji`). A repeated slug in one file gets `-1`, `-2`, ... in order.
+Inline code and emphasis marks are not text (dropped as punctuation), a link contributes its
+text only, and an HTML tag contributes nothing.
 """
 
 from __future__ import annotations
