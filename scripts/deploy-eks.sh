@@ -13,9 +13,13 @@
 #
 # Preflight: before anything is applied, each of these that fails prints one line, and the
 # deploy stops (exit 1) with nothing applied:
-#   - NetworkPolicies are enforced. The VPC CNI accepts them and ignores them unless its
-#     network policy agent is enabled (off by default: add-on setting enableNetworkPolicy),
-#     and then "deny everything by default" would be silently false.
+#   - NetworkPolicies are enforced, else "deny everything by default" would be silently false.
+#     The VPC CNI accepts them and ignores them unless network policy is on (off by default:
+#     add-on setting enableNetworkPolicy, which starts aws-node's aws-eks-nodeagent with
+#     --enable-network-policy=true and sets enable-network-policy-controller in ConfigMap
+#     kube-system/amazon-vpc-cni). EKS Auto Mode has no aws-node: there that ConfigMap alone
+#     switches it on. Calico (kube-system, or calico-system from the Tigera operator), Cilium,
+#     Antrea and kube-router enforce whenever they run.
 #   - v1beta1.metrics.k8s.io is served and Available (metrics-server): otherwise the api's
 #     HPA never scales.
 #   - the nodes can pull the images. GHCR packages pushed with GITHUB_TOKEN start PRIVATE and
@@ -110,13 +114,25 @@ preflight_pull() {
 }
 
 preflight_failed=()
-daemonsets="$(mktemp)"
-if ! "$KUBECTL" -n kube-system get daemonsets -o json >"$daemonsets" 2>/dev/null; then
-  preflight_failed+=("cannot list DaemonSets in kube-system to see which CNI enforces NetworkPolicies")
-elif ! why="$(orion_tool netpol-enforcer "$daemonsets")"; then
+# What enforces NetworkPolicies (scripts/deploy-tool.py netpol-enforcer says what each source
+# means): the DaemonSets of kube-system (VPC CNI aws-node, Calico, Cilium, Antrea, kube-router)
+# and calico-system (Calico by the Tigera operator; an absent namespace lists as empty), the
+# VPC CNI's ConfigMap, and the EKS Auto Mode nodes (no aws-node there).
+netpol="$(mktemp -d)"
+if ! "$KUBECTL" -n kube-system get daemonsets -o json >"$netpol/kube-system.json" 2>/dev/null ||
+   ! "$KUBECTL" -n calico-system get daemonsets -o json >"$netpol/calico-system.json" 2>/dev/null; then
+  preflight_failed+=("cannot list DaemonSets in kube-system and calico-system to see what enforces NetworkPolicies")
+elif ! "$KUBECTL" -n kube-system get configmap amazon-vpc-cni --ignore-not-found -o json >"$netpol/configmap.json" 2>/dev/null; then
+  preflight_failed+=("cannot read ConfigMap kube-system/amazon-vpc-cni to see whether network policy is on")
+elif ! auto_nodes="$("$KUBECTL" get nodes -l eks.amazonaws.com/compute-type=auto -o name 2>/dev/null)"; then
+  preflight_failed+=("cannot list nodes to see whether this is EKS Auto Mode")
+elif ! why="$(orion_tool netpol-enforcer "$netpol/kube-system.json" "$netpol/calico-system.json" \
+                --configmap "$netpol/configmap.json" --auto-mode-nodes "$(grep -c . <<<"$auto_nodes" || true)")"; then
   preflight_failed+=("NetworkPolicies would not be enforced: $why")
+else
+  orion_log "NetworkPolicy enforcer: $why"
 fi
-rm -f "$daemonsets"
+rm -rf "$netpol"
 available="$("$KUBECTL" get apiservice v1beta1.metrics.k8s.io \
   -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}' 2>/dev/null)" || available=missing
 if [ "$available" != True ]; then
