@@ -9,7 +9,9 @@
 # With them: EKS only ever gets images pinned by digest (ORION_API_IMAGE / ORION_WORKER_IMAGE
 # = <repo>@sha256:...), the render must have the sha256 the validate job produced
 # (ORION_EXPECT_MANIFEST_SHA256, when set), then a preflight, then apply (monitoring stack +
-# overlay), rollouts and the same smoke test as kind, through port-forward.
+# overlay), rollouts and the same smoke test as kind, through port-forward. A rollout that
+# fails undoes every Deployment this deploy changed back to its revision from before the
+# apply (kubectl rollout undo --to-revision, waited for), prints the diagnostics and fails.
 #
 # Preflight: before anything is applied, each of these that fails prints one line, and the
 # deploy stops (exit 1) with nothing applied:
@@ -149,6 +151,11 @@ fi
 orion_log "preflight ok: NetworkPolicies enforced, metrics API available, images pullable"
 
 phase=apply
+# What a failed rollout goes back to: orion_rollout undoes every one of these to the revision
+# it had before this apply, waits for that, and then the diagnostics are printed.
+ORION_ROLLBACK_KEY=eks_rollback
+orion_remember_revisions "$ns" api worker
+orion_remember_revisions monitoring prometheus alertmanager grafana
 "$KUBECTL" apply -f "$out/monitoring.eks.yaml"
 "$KUBECTL" apply -f "$manifest"
 

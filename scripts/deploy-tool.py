@@ -336,10 +336,14 @@ def summary(results: dict) -> str:
         if value is None:
             value = "not run"
         lines.append(f"| {label} | {value} |")
+        if key == "rollout" and results.get("rollback"):
+            lines.append(f"| Undo after the failed rollout | {results['rollback']} |")
     eks = results.get("eks")
     if eks is None:
         eks = "not run"
     lines.append(f"| EKS | {eks} |")
+    if results.get("eks_rollback"):
+        lines.append(f"| EKS undo after the failed rollout | {results['eks_rollback']} |")
     lines.append("")
     status = results.get("status", "unknown")
     lines.append(f"**Result: {status}**")
