@@ -6,7 +6,9 @@
 # deployment summary shows it) and exits 0: a pipeline without a cloud account is not a
 # failure, and it never claims a deploy that did not happen.
 #
-# With them: EKS only ever gets images pinned by digest (ORION_API_IMAGE / ORION_WORKER_IMAGE
+# With them, GRAFANA_ADMIN_PASSWORD is required too (k8s/render-monitoring.sh refuses to render
+# Grafana for a real cluster as admin/admin: one line, exit 1, nothing applied).
+# EKS only ever gets images pinned by digest (ORION_API_IMAGE / ORION_WORKER_IMAGE
 # = <repo>@sha256:...), the render must have the sha256 the validate job produced
 # (ORION_EXPECT_MANIFEST_SHA256, when set), then a preflight, then apply (monitoring stack +
 # overlay), rollouts and the same smoke test as kind, through port-forward. A rollout that
@@ -77,7 +79,8 @@ sha="$(orion_render "$env" "$manifest" "$api" "$worker")"
 if [ -n "${ORION_EXPECT_MANIFEST_SHA256:-}" ] && [ "$sha" != "$ORION_EXPECT_MANIFEST_SHA256" ]; then
   orion_die "render $sha differs from the validated one $ORION_EXPECT_MANIFEST_SHA256"
 fi
-orion_render_monitoring "$out/monitoring.eks.yaml"
+# A real cluster: the renderer refuses Grafana without GRAFANA_ADMIN_PASSWORD.
+orion_render_monitoring "$out/monitoring.eks.yaml" "$env"
 
 phase=kubeconfig
 KUBECONFIG="$(mktemp)"

@@ -88,13 +88,18 @@ orion_render() {
 
 orion_sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
-# orion_render_monitoring OUT: the monitoring stack (namespace monitoring) through the k8s
-# area's own renderer (it owns the load-restrictor flag and the Grafana admin Secret;
-# GRAFANA_ADMIN_PASSWORD, when set, replaces the committed local one).
+# orion_render_monitoring OUT [TARGET]: the monitoring stack (namespace monitoring) through the
+# k8s area's own renderer (it owns the load-restrictor flag and the Grafana admin Secret;
+# GRAFANA_ADMIN_PASSWORD, when set, replaces the committed local one). TARGET: local (kind,
+# the default) or the environment of a real cluster, for which the renderer refuses to run
+# without GRAFANA_ADMIN_PASSWORD (its one line says why; nothing is written to OUT).
 orion_render_monitoring() {
-  local out="$1"
+  local out="$1" target="${2:-local}"
   [ -x "$ORION_K8S_DIR/render-monitoring.sh" ] || orion_die "no executable k8s/render-monitoring.sh"
-  KUBECTL="$KUBECTL" "$ORION_K8S_DIR/render-monitoring.sh" >"$out" || orion_die "could not render k8s/monitoring"
+  if ! KUBECTL="$KUBECTL" "$ORION_K8S_DIR/render-monitoring.sh" "$target" >"$out"; then
+    rm -f "$out"
+    orion_die "could not render k8s/monitoring for $target (see above); nothing applied"
+  fi
 }
 
 # orion_kind_ref REF: the name under which an image is loaded into kind. A digest reference

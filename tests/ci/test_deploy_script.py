@@ -421,6 +421,7 @@ def test_http_check_needs_200_and_the_services_own_metrics():
 # ---------------------------------------------------------------- EKS preflight ------------
 
 EKS_CREDS = dict(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_REGION="eu-west-1", EKS_CLUSTER_NAME="orion-eks")
+GRAFANA = dict(GRAFANA_ADMIN_PASSWORD="a real one")
 
 
 # The VPC CNI as EKS renders it. github.com/aws/amazon-vpc-cni-k8s @ b5218838 (chart
@@ -517,7 +518,8 @@ def eks(tmp_path, *, daemonsets=NETPOL_ON, calico_system=EMPTY, configmap=CONTRO
     results = tmp_path / "results.env"
     env = tool_env(ORION_RESULTS=str(results), ORION_OUT_DIR=str(tmp_path / "out"),
                    ORION_API_IMAGE=f"{REGISTRY}/orion-api@{DIGEST_A}",
-                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", **EKS_CREDS, **(extra or {}))
+                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", **EKS_CREDS, **{**GRAFANA, **(extra or {})})
+    env = {k: v for k, v in env.items() if v is not None}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     res = run(["scripts/deploy-eks.sh", "prod"], env=env)
     calls = [c for c in calls_of(log) if not c.startswith("kubectl kustomize")]
@@ -680,3 +682,16 @@ def test_eks_pull_secret_must_exist_and_be_on_the_service_account(tmp_path):
     assert any("ServiceAccount orion-prod/orion does not list imagePullSecrets ghcr-pull" in l for l in preflight_lines(res))
     assert not any(c.startswith("curl") for c in calls), "with a pull secret, no anonymous probe"
     assert not any(c.startswith("kubectl apply") for c in calls)
+
+
+@pytest.mark.parametrize("password", [None, "admin"], ids=["unset", "default"])
+def test_eks_refuses_grafana_without_a_real_admin_password(tmp_path, password):
+    """Before the kubeconfig, the preflight or any apply: the renderer's one line, and the
+    summary says where it stopped."""
+    res, calls, line = eks(tmp_path, extra={"GRAFANA_ADMIN_PASSWORD": password})
+    assert res.returncode != 0
+    assert calls == [], "nothing asked of AWS or the cluster"
+    assert any(l.startswith("render-monitoring: GRAFANA_ADMIN_PASSWORD is ") and "prod" in l
+               for l in res.stderr.splitlines()), res.stderr
+    assert line == "FAILED during render on orion-eks (eu-west-1)"
+    assert not (tmp_path / "out" / "monitoring.eks.yaml").exists()

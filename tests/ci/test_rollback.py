@@ -49,7 +49,7 @@ def deploy(tmp_path, state: dict, *, target="kind", env_name="uat"):
     if target == "kind":
         res = run(["scripts/deploy-kind.sh", "up", env_name], env=env)
     else:
-        env.update(EKS_CREDS)
+        env.update(EKS_CREDS, GRAFANA_ADMIN_PASSWORD="a real one")
         res = run(["scripts/deploy-eks.sh", env_name], env=env)
     calls = [c.removeprefix("kubectl ") for c in calls_of(log)
              if c.startswith("kubectl ") and not c.startswith("kubectl kustomize")]
