@@ -24,6 +24,9 @@
 #     kube-system/amazon-vpc-cni). EKS Auto Mode has no aws-node: there that ConfigMap alone
 #     switches it on. Calico (kube-system, or calico-system from the Tigera operator), Cilium,
 #     Antrea and kube-router enforce whenever they run.
+#   - a default StorageClass exists: Prometheus keeps 31 days on a PersistentVolumeClaim
+#     without storageClassName, which otherwise stays Pending (EKS Auto Mode creates no
+#     StorageClass; elsewhere the EBS CSI driver add-on provides gp2/gp3).
 #   - v1beta1.metrics.k8s.io is served and Available (metrics-server): otherwise the api's
 #     HPA never scales.
 #   - the nodes can pull the images. GHCR packages pushed with GITHUB_TOKEN start PRIVATE and
@@ -138,6 +141,13 @@ else
   orion_log "NetworkPolicy enforcer: $why"
 fi
 rm -rf "$netpol"
+classes="$(mktemp)"
+if ! "$KUBECTL" get storageclass -o json >"$classes" 2>/dev/null; then
+  preflight_failed+=("cannot list StorageClasses to see which provisions Prometheus's PersistentVolumeClaim")
+elif ! why="$(orion_tool default-storage-class "$classes")"; then
+  preflight_failed+=("$why")
+fi
+rm -f "$classes"
 available="$("$KUBECTL" get apiservice v1beta1.metrics.k8s.io \
   -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}' 2>/dev/null)" || available=missing
 if [ "$available" != True ]; then
@@ -151,7 +161,7 @@ if [ ${#preflight_failed[@]} -gt 0 ]; then
   orion_result eks "FAILED preflight on $EKS_CLUSTER_NAME (nothing applied): ${preflight_failed[*]}"
   exit 1
 fi
-orion_log "preflight ok: NetworkPolicies enforced, metrics API available, images pullable"
+orion_log "preflight ok: NetworkPolicies enforced, default StorageClass, metrics API available, images pullable"
 
 phase=apply
 # What a failed rollout goes back to: orion_rollout undoes every one of these to the revision

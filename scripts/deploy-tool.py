@@ -24,6 +24,9 @@ cluster and is tested by tests/ci.
                                         DaemonSets of kube-system and calico-system, ConfigMap
                                         kube-system/amazon-vpc-cni and the count of EKS Auto Mode
                                         nodes; prints the reason, exit 1 when nothing does.
+  default-storage-class STORAGECLASSES_JSON
+                                        EKS preflight: the default StorageClass that provisions
+                                        Prometheus's claim; exit 1 with the reason when none.
 """
 from __future__ import annotations
 
@@ -288,6 +291,34 @@ def netpol_enforcer(daemonsets: list[dict], configmap: dict | None, auto_mode_no
                   + " DaemonSet in kube-system or calico-system, and no EKS Auto Mode node")
 
 
+# ---------------------------------------------------------------- EKS preflight: storage
+#
+# Prometheus keeps 31 days on the PersistentVolumeClaim prometheus-data, which names no
+# StorageClass, so the cluster's default one provisions it: the StorageClass annotated
+# storageclass.kubernetes.io/is-default-class: "true" (Kubernetes docs, "Change the default
+# StorageClass"; the beta annotation is still honoured). Without one the claim stays Pending and
+# Prometheus never starts. EKS Auto Mode "does not create a StorageClass for you" (EKS user
+# guide, latest/ug/automode/create-storage-class.adoc: provisioner ebs.csi.eks.amazonaws.com);
+# elsewhere a class needs the EBS CSI driver add-on.
+DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
+                             "storageclass.beta.kubernetes.io/is-default-class")
+
+
+def default_storage_class(classes: dict) -> tuple[str | None, str]:
+    """(name, reason) of the default StorageClass in `kubectl get storageclass -o json`."""
+    defaults = [c["metadata"]["name"] for c in classes.get("items") or []
+                if any(((c["metadata"].get("annotations") or {}).get(a) or "").lower() == "true"
+                       for a in DEFAULT_CLASS_ANNOTATIONS)]
+    if defaults:
+        # Several defaults: Kubernetes >= 1.26 uses the newest; any of them provisions the claim.
+        return defaults[0], f"default StorageClass {', '.join(defaults)} provisions prometheus-data"
+    names = ", ".join(c["metadata"]["name"] for c in classes.get("items") or []) or "none"
+    return None, ("no default StorageClass (classes: " + names + "): the PersistentVolumeClaim "
+                  "monitoring/prometheus-data (8Gi, Prometheus's 31 days) would stay Pending; mark one default "
+                  "(kubectl annotate storageclass NAME storageclass.kubernetes.io/is-default-class=true), e.g. gp3 of "
+                  "the aws-ebs-csi-driver add-on or, on EKS Auto Mode, one with provisioner ebs.csi.eks.amazonaws.com")
+
+
 def read_results(path: Path) -> dict:
     """key=value lines, last value wins. A missing file (the deploy died before writing
     anything) is an empty result: every step then reads "not run"."""
@@ -373,6 +404,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--image", action="append", default=[])
     p = sub.add_parser("summary")
     p.add_argument("results", type=Path)
+    p = sub.add_parser("default-storage-class")
+    p.add_argument("classes", type=Path, help="`kubectl get storageclass -o json`")
     p = sub.add_parser("netpol-enforcer")
     p.add_argument("daemonsets", type=Path, nargs="+", help="`kubectl -n NS get daemonsets -o json` outputs")
     p.add_argument("--configmap", type=Path, help="`kubectl -n kube-system get configmap amazon-vpc-cni "
@@ -403,6 +436,10 @@ def main(argv: list[str]) -> int:
             return 1 if problems else 0
         elif args.cmd == "summary":
             sys.stdout.write(summary(read_results(args.results)))
+        elif args.cmd == "default-storage-class":
+            name, reason = default_storage_class(json.loads(args.classes.read_text()))
+            print(reason)
+            return 0 if name else 1
         elif args.cmd == "netpol-enforcer":
             items = [d for f in args.daemonsets for d in (json.loads(f.read_text()).get("items") or [])]
             text = args.configmap.read_text().strip() if args.configmap else ""

@@ -487,8 +487,23 @@ CALICO_OPERATOR = daemonset("calico-system", "calico-node", [{"name": "calico-no
                                                               "image": "quay.io/calico/node:v3.30.3"}])
 
 
+def storage_class(name: str, provisioner: str, *, default: bool) -> dict:
+    annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": name, "annotations": annotations},
+            "provisioner": provisioner, "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer",
+            "parameters": {"type": name}}
+
+
+# gp2 (in-tree name, served by the EBS CSI driver) and a gp3 class marked default, as an EKS
+# cluster with the aws-ebs-csi-driver add-on has them after `kubectl annotate ... default`.
+STORAGE = {**EMPTY, "items": [storage_class("gp2", "kubernetes.io/aws-ebs", default=False),
+                              storage_class("gp3", "ebs.csi.aws.com", default=True)]}
+NO_DEFAULT_STORAGE = {**EMPTY, "items": [storage_class("gp2", "kubernetes.io/aws-ebs", default=False)]}
+
+
 def eks(tmp_path, *, daemonsets=NETPOL_ON, calico_system=EMPTY, configmap=CONTROLLER_ON, auto_nodes=0,
-        metrics="True", public=True, extra=None, rollout_fails=True):
+        storage=STORAGE, metrics="True", public=True, extra=None, rollout_fails=True):
     """deploy-eks.sh prod against stand-in aws / kubectl / curl; returns (result, calls, eks line).
 
     The stand-in kubectl answers the preflight's reads the way kubectl does: `get daemonsets -o
@@ -498,6 +513,8 @@ def eks(tmp_path, *, daemonsets=NETPOL_ON, calico_system=EMPTY, configmap=CONTRO
     code 0"); `get nodes -l SELECTOR -o name` prints one node/NAME line per match."""
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     ds, calico, cm = tmp_path / "daemonsets.json", tmp_path / "calico-system.json", tmp_path / "configmap.json"
+    sc = tmp_path / "storageclasses.json"
+    sc.write_text(json.dumps(storage))
     ds.write_text(json.dumps(daemonsets))
     calico.write_text(json.dumps(calico_system))
     cm.write_text(json.dumps(configmap) if configmap is not None else "")
@@ -508,6 +525,7 @@ def eks(tmp_path, *, daemonsets=NETPOL_ON, calico_system=EMPTY, configmap=CONTRO
                 f'{{ cat {cm}; exit 0; }}\n')
     kubectl += (f'[ "$*" != "get nodes -l eks.amazonaws.com/compute-type=auto -o name" ] || '
                 f'{{ printf "{nodes}"; exit 0; }}\n')
+    kubectl += f'[ "$*" != "get storageclass -o json" ] || {{ cat {sc}; exit 0; }}\n'
     kubectl += (f'[ "$1 $2" != "get apiservice" ] || {{ printf %s "{metrics}"; exit 0; }}\n' if metrics
                 else '[ "$1 $2" != "get apiservice" ] || { echo "NotFound" >&2; exit 1; }\n')
     if rollout_fails:
@@ -542,8 +560,8 @@ def test_eks_preflight_passes_then_applies_in_order(tmp_path):
     res, calls, _ = eks(tmp_path)
     out = tmp_path / "out"
     assert calls[0].startswith("aws eks update-kubeconfig --name orion-eks --region eu-west-1 --kubeconfig ")
-    n = len(PREFLIGHT_NETPOL_READS)
-    assert calls[1:n + 3] == PREFLIGHT_NETPOL_READS + [
+    n = len(PREFLIGHT_NETPOL_READS) + 1
+    assert calls[1:n + 3] == PREFLIGHT_NETPOL_READS + ["kubectl get storageclass -o json"] + [
         "kubectl get apiservice v1beta1.metrics.k8s.io -o jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
         "curl -fsS --max-time 10 https://ghcr.io/token?scope=repository:orionlynn19/orion-api:pull",
     ]
@@ -596,6 +614,10 @@ ADDON_FIX = ("aws eks update-addon --cluster-name <cluster> --addon-name vpc-cni
     (dict(daemonsets=EMPTY),
      "NetworkPolicies would not be enforced: no NetworkPolicy enforcer found: no aws-node (VPC CNI) or antrea-agent, "
      "calico-node, cilium, kube-router DaemonSet in kube-system or calico-system, and no EKS Auto Mode node"),
+    (dict(storage=NO_DEFAULT_STORAGE),
+     "no default StorageClass (classes: gp2): the PersistentVolumeClaim monitoring/prometheus-data (8Gi, "
+     "Prometheus's 31 days) would stay Pending; mark one default"),
+    (dict(storage=EMPTY), "no default StorageClass (classes: none)"),
     (dict(metrics=None), "v1beta1.metrics.k8s.io is missing"),
     (dict(metrics="False"), "v1beta1.metrics.k8s.io is False"),
     (dict(public=False), f"nodes cannot pull images: {REGISTRY}/orion-api@{DIGEST_A} is not pullable anonymously"),
@@ -612,8 +634,8 @@ def test_eks_preflight_failure_applies_nothing(tmp_path, case, want):
 
 
 def test_eks_preflight_reports_every_problem_at_once(tmp_path):
-    res, calls, _ = eks(tmp_path, daemonsets=NETPOL_OFF, metrics=None, public=False)
-    assert res.returncode == 1 and len(preflight_lines(res)) == 4
+    res, calls, _ = eks(tmp_path, daemonsets=NETPOL_OFF, storage=EMPTY, metrics=None, public=False)
+    assert res.returncode == 1 and len(preflight_lines(res)) == 5
     assert not any(c.startswith("kubectl apply") for c in calls)
 
 
@@ -695,3 +717,11 @@ def test_eks_refuses_grafana_without_a_real_admin_password(tmp_path, password):
                for l in res.stderr.splitlines()), res.stderr
     assert line == "FAILED during render on orion-eks (eu-west-1)"
     assert not (tmp_path / "out" / "monitoring.eks.yaml").exists()
+
+
+def test_eks_auto_mode_storage_class_provisions_prometheus(tmp_path):
+    """EKS Auto Mode creates no StorageClass; the one its guide shows (provisioner
+    ebs.csi.eks.amazonaws.com, marked default) is what the claim needs."""
+    auto = {**EMPTY, "items": [storage_class("auto-ebs-sc", "ebs.csi.eks.amazonaws.com", default=True)]}
+    res, calls, _ = eks(tmp_path, daemonsets=EMPTY, configmap=CONTROLLER_ON, auto_nodes=1, storage=auto)
+    assert "preflight ok" in res.stderr and any(c.startswith("kubectl apply") for c in calls), res.stderr

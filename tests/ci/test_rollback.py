@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DIGEST_A, DIGEST_B, REGISTRY, kv, run, tool_env
-from test_deploy_script import EKS_CREDS, NETPOL_ON, CONTROLLER_ON, EMPTY, calls_of, stand_ins
+from test_deploy_script import CONTROLLER_ON, EKS_CREDS, EMPTY, NETPOL_ON, STORAGE, calls_of, stand_ins
 
 STANDIN = Path(__file__).resolve().parent / "fixtures" / "cluster" / "kubectl.py"
 NS = "orion-uat"
@@ -165,6 +165,7 @@ def test_eks_undoes_a_failed_rollout_the_same_way(tmp_path):
         "-n kube-system get daemonsets -o json": NETPOL_ON,
         "-n calico-system get daemonsets -o json": EMPTY,
         "-n kube-system get configmap amazon-vpc-cni --ignore-not-found -o json": CONTROLLER_ON,
+        "get storageclass -o json": STORAGE,
     }
     state["answers"] = {k: {"stdout": json.dumps(v)} for k, v in preflight.items()}
     state["answers"]['get apiservice v1beta1.metrics.k8s.io -o jsonpath={.status.conditions[?(@.type=="Available")].status}'] = {"stdout": "True"}

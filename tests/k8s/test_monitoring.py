@@ -75,9 +75,15 @@ def test_hardened_as_far_as_the_upstream_image_allows(docs, name):
     assert c["resources"]["requests"].keys() >= {"cpu", "memory"} and "memory" in c["resources"]["limits"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["port"] in container_ports(c)
-    # read-only root: every writable path is an emptyDir with a size limit
+    # read-only root: every writable path is an emptyDir with a size limit, or a claim of a
+    # fixed size rendered beside it (Prometheus's TSDB)
     for path, (mount, volume) in volume_mounts(dep).items():
-        if not mount.get("readOnly"):
+        if mount.get("readOnly"):
+            continue
+        if "persistentVolumeClaim" in volume:
+            claim = one(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+            assert claim["spec"]["resources"]["requests"]["storage"], f"{name}: {path} on an unsized claim"
+        else:
             assert "emptyDir" in volume and volume["emptyDir"].get("sizeLimit"), f"{name}: {path} writable but not emptyDir"
 
 
@@ -137,12 +143,14 @@ def test_prometheus_loads_the_mounted_rules_and_config(docs):
     assert volume["configMap"]["name"] == configmap(docs, "prometheus-rules")["metadata"]["name"]
     for key in configmap(docs, "prometheus-rules")["data"]:
         assert fnmatch(key, rules_glob.name), "every rules ConfigMap key must match rule_files"
-    # retention is stated, and the size cap stays below the emptyDir's limit (else: eviction)
+    # retention is stated, the TSDB is on the rendered PersistentVolumeClaim, and the size cap
+    # (powers of 2) stays below the claim (tests/monitoring/test_retention.py sizes both)
     assert args["--storage.tsdb.retention.time"]
     data_mount, data_volume = mounts[args["--storage.tsdb.path"]]
-    size_cap = int(re.fullmatch(r"(\d+)GB", args["--storage.tsdb.retention.size"]).group(1)) * 10**9
-    limit = int(re.fullmatch(r"(\d+)Gi", data_volume["emptyDir"]["sizeLimit"]).group(1)) * 2**30
-    assert size_cap < limit
+    claim = one(docs, "PersistentVolumeClaim", data_volume["persistentVolumeClaim"]["claimName"])
+    size_cap = int(re.fullmatch(r"(\d+)GB", args["--storage.tsdb.retention.size"]).group(1)) * 2**30
+    request = int(re.fullmatch(r"(\d+)Gi", claim["spec"]["resources"]["requests"]["storage"]).group(1)) * 2**30
+    assert size_cap < request
 
 
 def test_promtool_accepts_the_config_and_rules(docs, tmp_path):
