@@ -123,7 +123,10 @@ def arm64(qemu, capsys):
     def state(command: str | None) -> None:
         if command and os.environ.get("GITHUB_ACTIONS") == "true":
             with capsys.disabled():
-                print(command, flush=True)
+                # On a line of its own: the runner takes a workflow command only where a line
+                # starts with "::" (actions/runner src/Runner.Common/ActionCommand.cs,
+                # TryParseV2), and pytest's progress dots may be mid-line.
+                print(f"\n{command}", flush=True)
 
     def go(*args: str, env: dict | None = None):
         try:
