@@ -1,18 +1,42 @@
 #!/usr/bin/env bash
 # Renders the monitoring stack (k8s/monitoring) to stdout. This is the only way it is
-# built: `make k8s-render-monitoring`, `make k8s-apply-monitoring` and tests/k8s all call it.
+# built: `make k8s-render-monitoring`, `make k8s-apply-monitoring`, the deploy scripts and
+# tests/k8s all call it.
+#
+#   k8s/render-monitoring.sh [TARGET]
+#
+# TARGET is where the render goes: `local` (the default: kind, a laptop, the tests) or an
+# environment name (dev, uat, prod) for a real cluster.
 #
 # Why --load-restrictor LoadRestrictionsNone: the alert rules and the Grafana provisioning
 # are monitoring/*, shared with docker compose, i.e. outside the kustomization root.
 #
 # GRAFANA_ADMIN_PASSWORD (and optionally GRAFANA_ADMIN_USER) set: the committed local
-# Secret `grafana-admin` is replaced, through a throw-away overlay in a private temporary
-# directory (removed on exit), by one holding these values (the same variable docker compose reads).
+# Secret `grafana-admin` (admin/admin) is replaced, through a throw-away overlay in a private
+# temporary directory (removed on exit), by one holding these values (the same variable
+# docker compose reads). For a real cluster it is required and must not be `admin`: one line
+# on stderr, exit 2, nothing on stdout (so nothing can be applied). Every environment counts,
+# dev included: the monitoring namespace is one per cluster, so a dev deploy without the
+# password would reset the Grafana that uat and prod share with it to admin/admin.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 kubectl=${KUBECTL:-kubectl}
 flags=(kustomize --load-restrictor LoadRestrictionsNone)
+target="${1:-local}"
+
+case "$target" in
+  local) ;;
+  dev|uat|prod)
+    if [ -z "${GRAFANA_ADMIN_PASSWORD:-}" ]; then
+      echo "render-monitoring: GRAFANA_ADMIN_PASSWORD is empty: Grafana for $target (a real cluster) would run as admin/admin; set it (the GitHub environment's secret GRAFANA_ADMIN_PASSWORD)" >&2
+      exit 2
+    elif [ "$GRAFANA_ADMIN_PASSWORD" = admin ]; then
+      echo "render-monitoring: GRAFANA_ADMIN_PASSWORD is the default 'admin': not for $target (a real cluster)" >&2
+      exit 2
+    fi ;;
+  *) echo "render-monitoring: unknown target '$target' (local, dev, uat or prod)" >&2; exit 2 ;;
+esac
 
 if [ -z "${GRAFANA_ADMIN_PASSWORD:-}" ]; then
   exec "$kubectl" "${flags[@]}" "$root/k8s/monitoring"

@@ -39,8 +39,15 @@ k8s-render: tools ## render k8s overlays and the monitoring stack into .tmp/k8s/
 k8s-render-monitoring: tools ## the monitoring stack's YAML on stdout (GRAFANA_ADMIN_PASSWORD=... to set the password)
 	@KUBECTL=kubectl k8s/render-monitoring.sh
 
-k8s-apply-monitoring: tools ## deploy Prometheus + Grafana to the current kube context (GRAFANA_ADMIN_PASSWORD=...)
-	KUBECTL=kubectl k8s/render-monitoring.sh | kubectl apply -f -
+# A kind context gets the local render (admin/admin); any other context is a real cluster of
+# ORION_ENV (dev by default), for which render-monitoring.sh refuses Grafana without
+# GRAFANA_ADMIN_PASSWORD, and nothing is applied.
+k8s-apply-monitoring: tools ## deploy Prometheus + Grafana to the current kube context (GRAFANA_ADMIN_PASSWORD=..., unless kind)
+	@ctx=$$(kubectl config current-context); \
+	case "$$ctx" in kind-*) target=local ;; *) target="$(ORION_ENV)" ;; esac; \
+	tmp=$$(mktemp); trap 'rm -f "$$tmp"' EXIT; \
+	KUBECTL=kubectl k8s/render-monitoring.sh "$$target" >"$$tmp"; \
+	kubectl apply -f "$$tmp"
 
 k8s-validate: k8s-render ## kubernetes-validate --strict every render against each pinned Kubernetes version
 	@for v in $(K8S_SCHEMA_VERSIONS); do \

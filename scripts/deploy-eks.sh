@@ -6,16 +6,27 @@
 # deployment summary shows it) and exits 0: a pipeline without a cloud account is not a
 # failure, and it never claims a deploy that did not happen.
 #
-# With them: EKS only ever gets images pinned by digest (ORION_API_IMAGE / ORION_WORKER_IMAGE
+# With them, GRAFANA_ADMIN_PASSWORD is required too (k8s/render-monitoring.sh refuses to render
+# Grafana for a real cluster as admin/admin: one line, exit 1, nothing applied).
+# EKS only ever gets images pinned by digest (ORION_API_IMAGE / ORION_WORKER_IMAGE
 # = <repo>@sha256:...), the render must have the sha256 the validate job produced
 # (ORION_EXPECT_MANIFEST_SHA256, when set), then a preflight, then apply (monitoring stack +
-# overlay), rollouts and the same smoke test as kind, through port-forward.
+# overlay), rollouts and the same smoke test as kind, through port-forward. A rollout that
+# fails undoes every Deployment this deploy changed back to its revision from before the
+# apply (kubectl rollout undo --to-revision, waited for), prints the diagnostics and fails.
 #
 # Preflight: before anything is applied, each of these that fails prints one line, and the
 # deploy stops (exit 1) with nothing applied:
-#   - NetworkPolicies are enforced. The VPC CNI accepts them and ignores them unless its
-#     network policy agent is enabled (off by default: add-on setting enableNetworkPolicy),
-#     and then "deny everything by default" would be silently false.
+#   - NetworkPolicies are enforced, else "deny everything by default" would be silently false.
+#     The VPC CNI accepts them and ignores them unless network policy is on (off by default:
+#     add-on setting enableNetworkPolicy, which starts aws-node's aws-eks-nodeagent with
+#     --enable-network-policy=true and sets enable-network-policy-controller in ConfigMap
+#     kube-system/amazon-vpc-cni). EKS Auto Mode has no aws-node: there that ConfigMap alone
+#     switches it on. Calico (kube-system, or calico-system from the Tigera operator), Cilium,
+#     Antrea and kube-router enforce whenever they run.
+#   - a default StorageClass exists: Prometheus keeps 31 days on a PersistentVolumeClaim
+#     without storageClassName, which otherwise stays Pending (EKS Auto Mode creates no
+#     StorageClass; elsewhere the EBS CSI driver add-on provides gp2/gp3).
 #   - v1beta1.metrics.k8s.io is served and Available (metrics-server): otherwise the api's
 #     HPA never scales.
 #   - the nodes can pull the images. GHCR packages pushed with GITHUB_TOKEN start PRIVATE and
@@ -71,7 +82,8 @@ sha="$(orion_render "$env" "$manifest" "$api" "$worker")"
 if [ -n "${ORION_EXPECT_MANIFEST_SHA256:-}" ] && [ "$sha" != "$ORION_EXPECT_MANIFEST_SHA256" ]; then
   orion_die "render $sha differs from the validated one $ORION_EXPECT_MANIFEST_SHA256"
 fi
-orion_render_monitoring "$out/monitoring.eks.yaml"
+# A real cluster: the renderer refuses Grafana without GRAFANA_ADMIN_PASSWORD.
+orion_render_monitoring "$out/monitoring.eks.yaml" "$env"
 
 phase=kubeconfig
 KUBECONFIG="$(mktemp)"
@@ -110,13 +122,32 @@ preflight_pull() {
 }
 
 preflight_failed=()
-daemonsets="$(mktemp)"
-if ! "$KUBECTL" -n kube-system get daemonsets -o json >"$daemonsets" 2>/dev/null; then
-  preflight_failed+=("cannot list DaemonSets in kube-system to see which CNI enforces NetworkPolicies")
-elif ! why="$(orion_tool netpol-enforcer "$daemonsets")"; then
+# What enforces NetworkPolicies (scripts/deploy-tool.py netpol-enforcer says what each source
+# means): the DaemonSets of kube-system (VPC CNI aws-node, Calico, Cilium, Antrea, kube-router)
+# and calico-system (Calico by the Tigera operator; an absent namespace lists as empty), the
+# VPC CNI's ConfigMap, and the EKS Auto Mode nodes (no aws-node there).
+netpol="$(mktemp -d)"
+if ! "$KUBECTL" -n kube-system get daemonsets -o json >"$netpol/kube-system.json" 2>/dev/null ||
+   ! "$KUBECTL" -n calico-system get daemonsets -o json >"$netpol/calico-system.json" 2>/dev/null; then
+  preflight_failed+=("cannot list DaemonSets in kube-system and calico-system to see what enforces NetworkPolicies")
+elif ! "$KUBECTL" -n kube-system get configmap amazon-vpc-cni --ignore-not-found -o json >"$netpol/configmap.json" 2>/dev/null; then
+  preflight_failed+=("cannot read ConfigMap kube-system/amazon-vpc-cni to see whether network policy is on")
+elif ! auto_nodes="$("$KUBECTL" get nodes -l eks.amazonaws.com/compute-type=auto -o name 2>/dev/null)"; then
+  preflight_failed+=("cannot list nodes to see whether this is EKS Auto Mode")
+elif ! why="$(orion_tool netpol-enforcer "$netpol/kube-system.json" "$netpol/calico-system.json" \
+                --configmap "$netpol/configmap.json" --auto-mode-nodes "$(grep -c . <<<"$auto_nodes" || true)")"; then
   preflight_failed+=("NetworkPolicies would not be enforced: $why")
+else
+  orion_log "NetworkPolicy enforcer: $why"
 fi
-rm -f "$daemonsets"
+rm -rf "$netpol"
+classes="$(mktemp)"
+if ! "$KUBECTL" get storageclass -o json >"$classes" 2>/dev/null; then
+  preflight_failed+=("cannot list StorageClasses to see which provisions Prometheus's PersistentVolumeClaim")
+elif ! why="$(orion_tool default-storage-class "$classes")"; then
+  preflight_failed+=("$why")
+fi
+rm -f "$classes"
 available="$("$KUBECTL" get apiservice v1beta1.metrics.k8s.io \
   -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}' 2>/dev/null)" || available=missing
 if [ "$available" != True ]; then
@@ -130,9 +161,14 @@ if [ ${#preflight_failed[@]} -gt 0 ]; then
   orion_result eks "FAILED preflight on $EKS_CLUSTER_NAME (nothing applied): ${preflight_failed[*]}"
   exit 1
 fi
-orion_log "preflight ok: NetworkPolicies enforced, metrics API available, images pullable"
+orion_log "preflight ok: NetworkPolicies enforced, default StorageClass, metrics API available, images pullable"
 
 phase=apply
+# What a failed rollout goes back to: orion_rollout undoes every one of these to the revision
+# it had before this apply, waits for that, and then the diagnostics are printed.
+ORION_ROLLBACK_KEY=eks_rollback
+orion_remember_revisions "$ns" api worker
+orion_remember_revisions monitoring prometheus alertmanager grafana
 "$KUBECTL" apply -f "$out/monitoring.eks.yaml"
 "$KUBECTL" apply -f "$manifest"
 

@@ -16,7 +16,8 @@
 #   summary RESULTS    Markdown deployment summary (also to $GITHUB_STEP_SUMMARY when set)
 #   up [ENV]           render, create or reuse the kind cluster (pinned node image), load the
 #                      images (one single-platform archive), apply the overlay and the monitoring stack, wait for the
-#                      rollouts, smoke-test /health /ready /metrics through port-forward,
+#                      rollouts (a failed one undoes every Deployment of this deploy, then the
+#                      diagnostics), smoke-test /health /ready /metrics through port-forward,
 #                      print the summary. ENV defaults to dev.
 #   smoke ENV          only the smoke test, against whatever runs in the current context
 #   down               delete the kind cluster
@@ -166,6 +167,9 @@ cmd_up() {
   orion_result kind_load "ok ($platform archive)"
 
   PHASE=apply
+  # What a failed rollout goes back to (orion_rollout undoes these; deploy-lib.sh).
+  orion_remember_revisions "$NS" api worker
+  orion_remember_revisions monitoring prometheus alertmanager grafana
   # Namespaced objects need their namespace first; each render starts with its Namespace.
   "$KUBECTL" apply -f "$ORION_OUT_DIR/monitoring.yaml"
   "$KUBECTL" apply -f "$kind_manifest"

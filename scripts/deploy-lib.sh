@@ -88,13 +88,18 @@ orion_render() {
 
 orion_sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
-# orion_render_monitoring OUT: the monitoring stack (namespace monitoring) through the k8s
-# area's own renderer (it owns the load-restrictor flag and the Grafana admin Secret;
-# GRAFANA_ADMIN_PASSWORD, when set, replaces the committed local one).
+# orion_render_monitoring OUT [TARGET]: the monitoring stack (namespace monitoring) through the
+# k8s area's own renderer (it owns the load-restrictor flag and the Grafana admin Secret;
+# GRAFANA_ADMIN_PASSWORD, when set, replaces the committed local one). TARGET: local (kind,
+# the default) or the environment of a real cluster, for which the renderer refuses to run
+# without GRAFANA_ADMIN_PASSWORD (its one line says why; nothing is written to OUT).
 orion_render_monitoring() {
-  local out="$1"
+  local out="$1" target="${2:-local}"
   [ -x "$ORION_K8S_DIR/render-monitoring.sh" ] || orion_die "no executable k8s/render-monitoring.sh"
-  KUBECTL="$KUBECTL" "$ORION_K8S_DIR/render-monitoring.sh" >"$out" || orion_die "could not render k8s/monitoring"
+  if ! KUBECTL="$KUBECTL" "$ORION_K8S_DIR/render-monitoring.sh" "$target" >"$out"; then
+    rm -f "$out"
+    orion_die "could not render k8s/monitoring for $target (see above); nothing applied"
+  fi
 }
 
 # orion_kind_ref REF: the name under which an image is loaded into kind. A digest reference
@@ -201,13 +206,92 @@ orion_smoke() {
   return "$ok"
 }
 
-# orion_rollout NS DEPLOYMENT...: wait for each rollout.
+# A failed rollout is undone, never left half-done (the worker is Recreate: a failed rollout
+# would leave the environment without a worker). Before the apply, orion_remember_revisions
+# notes the revision each Deployment is at; when any rollout then fails, orion_rollout puts
+# every noted Deployment back to that revision and waits for it, and the caller prints the
+# diagnostics and fails. Each Deployment's progressDeadlineSeconds (k8s/) is shorter than
+# ROLLOUT_TIMEOUT, so a stuck rollout reports `deployment "x" exceeded its progress deadline`
+# within the wait, and no Deployment is still "progressing" after the job gave up.
+#
+# kubectl's behaviours relied on (kubernetes/kubectl, pkg/cmd/rollout, pkg/polymorphichelpers):
+#   rollout status: exit 0 and `deployment "x" successfully rolled out`; exit 1 with `error:
+#     deployment "x" exceeded its progress deadline` (Progressing=False, ProgressDeadlineExceeded)
+#     or `error: timed out waiting for the condition` at --timeout.
+#   rollout undo --to-revision=N: `deployment.apps/x rolled back`; `deployment.apps/x skipped
+#     rollback (current template already matches revision N)` when this deploy did not change
+#     its pod template (so undoing an unchanged Deployment is harmless); exit 1 with `error:
+#     unable to find specified revision N in history` or `error: failed restoring revision N:
+#     ...` (e.g. the API refused the patch).
+#   get --ignore-not-found: exit 0 and no output for an object that does not exist.
+ROLLOUT_TIMEOUT="${ROLLOUT_TIMEOUT:-180s}"
+ORION_BEFORE=()
+
+# orion_remember_revisions NS DEPLOYMENT...: before the apply, the revision each Deployment is
+# at (annotation deployment.kubernetes.io/revision; empty: it does not exist yet).
+orion_remember_revisions() {
+  local ns="$1" d rev
+  shift
+  for d in "$@"; do
+    if ! rev="$("$KUBECTL" -n "$ns" get deployment "$d" --ignore-not-found \
+                 -o 'jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}')"; then
+      orion_die "cannot read the revision of deployment $ns/$d before applying (nothing applied)"
+    fi
+    ORION_BEFORE+=("$ns/$d=$rev")
+  done
+}
+
+# orion_rollout NS DEPLOYMENT...: wait for each rollout; on the first failure undo every
+# Deployment noted by orion_remember_revisions (orion_undo) and return 1.
 orion_rollout() {
   local ns="$1" d
   shift
   for d in "$@"; do
-    "$KUBECTL" -n "$ns" rollout status "deployment/$d" --timeout="${ROLLOUT_TIMEOUT:-180s}" || return 1
+    if ! "$KUBECTL" -n "$ns" rollout status "deployment/$d" --timeout="$ROLLOUT_TIMEOUT"; then
+      orion_log "rollout of deployment $ns/$d failed: undoing this deploy's Deployments"
+      orion_undo || true
+      return 1
+    fi
   done
+}
+
+# orion_undo: every noted Deployment back to its revision from before the apply, each undo
+# waited for. Records one line (key ORION_ROLLBACK_KEY, default rollback) saying what became
+# of each; returns 1 when any could not be put back.
+orion_undo() {
+  local entry ns d rev out ok=0 what=()
+  for entry in ${ORION_BEFORE[@]+"${ORION_BEFORE[@]}"}; do
+    ns="${entry%%/*}" d="${entry#*/}" d="${d%%=*}" rev="${entry#*=}"
+    if [ -z "$rev" ]; then
+      orion_log "undo $ns/$d: created by this deploy, no earlier revision to go back to; left as applied"
+      what+=("$ns/$d new, left as applied")
+      continue
+    fi
+    if ! out="$("$KUBECTL" -n "$ns" rollout undo "deployment/$d" --to-revision="$rev" 2>&1)"; then
+      orion_log "undo $ns/$d to revision $rev FAILED: $out"
+      what+=("$ns/$d undo to revision $rev FAILED (${out##*$'\n'})")
+      ok=1
+      continue
+    fi
+    orion_log "undo $ns/$d: $out"
+    case "$out" in
+      *"skipped rollback"*) what+=("$ns/$d unchanged by this deploy"); continue ;;
+    esac
+    if "$KUBECTL" -n "$ns" rollout status "deployment/$d" --timeout="$ROLLOUT_TIMEOUT"; then
+      what+=("$ns/$d back at revision $rev")
+    else
+      orion_log "undo $ns/$d: revision $rev did not finish rolling out either"
+      what+=("$ns/$d undone to revision $rev but that rollout did not finish")
+      ok=1
+    fi
+  done
+  local IFS=';'
+  if [ "$ok" = 0 ]; then
+    orion_result "${ORION_ROLLBACK_KEY:-rollback}" "done:${what[*]/#/ }"
+  else
+    orion_result "${ORION_ROLLBACK_KEY:-rollback}" "INCOMPLETE:${what[*]/#/ }"
+  fi
+  return "$ok"
 }
 
 # orion_diagnostics NS...: what an operator would look at first when a rollout fails.

@@ -19,9 +19,14 @@ cluster and is tested by tests/ci.
                                         api and worker in NS, each running exactly REF.
   summary RESULTS                       the Markdown deployment summary ($GITHUB_STEP_SUMMARY)
                                         from the key=value results file a deploy writes.
-  netpol-enforcer DAEMONSETS_JSON       EKS preflight: which agent enforces NetworkPolicies,
-                                        from `kubectl -n kube-system get daemonsets -o json`;
-                                        exit 1 with the reason when none does.
+  netpol-enforcer DAEMONSETS_JSON... [--configmap JSON] [--auto-mode-nodes N]
+                                        EKS preflight: what enforces NetworkPolicies, from the
+                                        DaemonSets of kube-system and calico-system, ConfigMap
+                                        kube-system/amazon-vpc-cni and the count of EKS Auto Mode
+                                        nodes; prints the reason, exit 1 when nothing does.
+  default-storage-class STORAGECLASSES_JSON
+                                        EKS preflight: the default StorageClass that provisions
+                                        Prometheus's claim; exit 1 with the reason when none.
 """
 from __future__ import annotations
 
@@ -162,27 +167,156 @@ def check(rendered: Path, namespace: str, images: list[str]) -> list[str]:
     return problems
 
 
-# DaemonSets of CNIs that enforce NetworkPolicy whenever they run (the VPC CNI is checked
-# for its flag instead: its policy agent ships with it, switched off by default).
-ENFORCING_CNIS = ("calico-node", "cilium", "antrea-agent", "kube-router")
-VPC_CNI_FLAG = "--enable-network-policy=true"
+# ---------------------------------------------------------------- EKS preflight: NetworkPolicy
+#
+# What enforces NetworkPolicies on EKS, as upstream ships it (checked 2026-08):
+#
+#  * The VPC CNI add-on: DaemonSet kube-system/aws-node. Its policy agent is the container
+#    `aws-eks-nodeagent`, image <account>.dkr.ecr.<region>.amazonaws.com/amazon/
+#    aws-network-policy-agent:<tag> (the add-on: v1.x.y-eksbuild.z), started with
+#    `--enable-network-policy=<enableNetworkPolicy>` (default "false"); the same setting renders
+#    ConfigMap kube-system/amazon-vpc-cni `enable-network-policy-controller`, which switches on
+#    the controller that turns NetworkPolicies into the agent's PolicyEndpoints. Source:
+#    github.com/aws/amazon-vpc-cni-k8s, charts/aws-vpc-cni (chart 1.23.1) templates/daemonset.yaml
+#    and templates/configmap.yaml, values.yaml (nodeAgent.enabled: true, enableNetworkPolicy:
+#    "false"); README.md "ConfigMap". The agent parses the flag with spf13/pflag BoolVar
+#    (github.com/aws/aws-network-policy-agent pkg/config/controller_config.go): a bare flag is
+#    true, `=value` goes through strconv.ParseBool, the last occurrence wins.
+#  * EKS Auto Mode: no aws-node DaemonSet (the CNI runs on the AWS-managed node); network policy
+#    is switched on by the same ConfigMap kube-system/amazon-vpc-cni with
+#    enable-network-policy-controller: "true". A NodeClass's spec.networkPolicy (DefaultAllow |
+#    DefaultDeny) only sets what happens to pods no policy selects. Source: EKS user guide,
+#    "Use Network Policies with EKS Auto Mode" (awsdocs/amazon-eks-user-guide
+#    latest/ug/automode/auto-net-pol.adoc) and "Create a Node Class" (create-node-class.adoc).
+#    Auto Mode nodes carry eks.amazonaws.com/compute-type=auto (the guide's sample workloads
+#    select them by it: latest/ug/automode/sample-apps/inflate-stateful.yaml).
+#  * Calico installed by the Tigera operator: DaemonSet calico-system/calico-node
+#    (projectcalico/calico hack/test/kind/migration/run_test.sh reads it there); installed from
+#    the manifest: kube-system/calico-node. Cilium, Antrea and kube-router run in kube-system.
+#    These enforce NetworkPolicies whenever they run (also in policy-only mode next to the VPC
+#    CNI), so they are looked for first.
+
+# (namespace, DaemonSet) -> what it is, for the CNIs that always enforce.
+ENFORCING_DAEMONSETS = {
+    ("calico-system", "calico-node"): "Calico (Tigera operator)",
+    ("kube-system", "calico-node"): "Calico",
+    ("kube-system", "cilium"): "Cilium",
+    ("kube-system", "antrea-agent"): "Antrea",
+    ("kube-system", "kube-router"): "kube-router",
+}
+VPC_CNI_AGENT = "aws-eks-nodeagent"
+VPC_CNI_AGENT_IMAGE = "aws-network-policy-agent"
+VPC_CNI_FLAG = "--enable-network-policy"
+VPC_CNI_CONFIGMAP = "kube-system/amazon-vpc-cni"
+VPC_CNI_CONTROLLER_KEY = "enable-network-policy-controller"
+AUTO_MODE_LABEL = "eks.amazonaws.com/compute-type=auto"
+ADDON_FIX = ("aws eks update-addon --cluster-name <cluster> --addon-name vpc-cni "
+             "--configuration-values '{\"enableNetworkPolicy\":\"true\"}'")
+AUTO_MODE_DOC = "https://docs.aws.amazon.com/eks/latest/userguide/auto-net-pol.html"
+
+# strconv.ParseBool, which pflag's BoolVar uses.
+_PARSE_BOOL = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+               **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}
 
 
-def netpol_enforcer(daemonsets: dict) -> tuple[str | None, str]:
-    """(enforcer, reason). enforcer None: NetworkPolicies would be accepted and ignored."""
-    items = {d["metadata"]["name"]: d for d in daemonsets.get("items", [])}
-    for name in ENFORCING_CNIS:
-        if name in items:
-            return name, f"DaemonSet kube-system/{name} enforces NetworkPolicies"
-    if "aws-node" in items:
-        containers = items["aws-node"]["spec"]["template"]["spec"].get("containers", [])
-        agent = next((c for c in containers if c.get("name") == "aws-network-policy-agent"), None)
-        if agent is not None and VPC_CNI_FLAG in (agent.get("args") or []):
-            return "aws-network-policy-agent", "the VPC CNI's network policy agent is enabled"
-        return None, ("the VPC CNI (aws-node) has network policy off (no " + VPC_CNI_FLAG
-                      + "): enable it with the add-on setting enableNetworkPolicy=\"true\"")
-    return None, "no NetworkPolicy-enforcing CNI in kube-system (neither the VPC CNI nor " \
-                 + ", ".join(ENFORCING_CNIS) + ")"
+def image_repository(image: str) -> str:
+    """registry/path/name of an image reference, without tag or digest."""
+    name = image.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def flag_value(argv: list[str], flag: str) -> bool | None:
+    """A pflag boolean as the program would see it: None when absent or unparsable."""
+    value = None
+    for arg in argv:
+        if arg == flag:
+            value = True
+        elif arg.startswith(flag + "="):
+            value = _PARSE_BOOL.get(arg.split("=", 1)[1])
+    return value
+
+
+def vpc_cni_agent(daemonset: dict) -> dict | None:
+    """aws-node's network policy agent container: by its name in the chart, or by its image
+    (so a renamed container of the same agent still counts)."""
+    for c in daemonset.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []:
+        repo = image_repository(c.get("image") or "")
+        if c.get("name") == VPC_CNI_AGENT or repo.rsplit("/", 1)[-1] == VPC_CNI_AGENT_IMAGE:
+            return c
+    return None
+
+
+def controller_enabled(configmap: dict | None) -> bool:
+    return ((configmap or {}).get("data") or {}).get(VPC_CNI_CONTROLLER_KEY, "").strip().lower() == "true"
+
+
+def netpol_enforcer(daemonsets: list[dict], configmap: dict | None, auto_mode_nodes: int) -> tuple[str | None, str]:
+    """(enforcer, reason); enforcer None: NetworkPolicies would be accepted and ignored.
+
+    daemonsets: the items of `kubectl get daemonsets -o json` in kube-system and calico-system;
+    configmap: kube-system/amazon-vpc-cni (None when absent); auto_mode_nodes: how many nodes
+    carry eks.amazonaws.com/compute-type=auto.
+    """
+    by_name = {(d["metadata"].get("namespace", "kube-system"), d["metadata"]["name"]): d for d in daemonsets}
+    for key, what in ENFORCING_DAEMONSETS.items():
+        if key in by_name:
+            return what, f"{what} (DaemonSet {key[0]}/{key[1]}) enforces NetworkPolicies"
+    controller = (f"ConfigMap {VPC_CNI_CONFIGMAP} has {VPC_CNI_CONTROLLER_KEY}: "
+                  f"\"{'true' if controller_enabled(configmap) else 'false'}\""
+                  if configmap is not None else f"ConfigMap {VPC_CNI_CONFIGMAP} does not exist")
+    aws_node = by_name.get(("kube-system", "aws-node"))
+    if aws_node is not None:
+        agent = vpc_cni_agent(aws_node)
+        if agent is None:
+            return None, (f"the VPC CNI (aws-node) has no network policy agent container ({VPC_CNI_AGENT}, "
+                          f"image …/amazon/{VPC_CNI_AGENT_IMAGE}): VPC CNI older than 1.14 or nodeAgent.enabled=false; "
+                          f"update the vpc-cni add-on and enable network policy: {ADDON_FIX}")
+        on = flag_value((agent.get("command") or []) + (agent.get("args") or []), VPC_CNI_FLAG)
+        if on and controller_enabled(configmap):
+            return "VPC CNI", (f"the VPC CNI enforces NetworkPolicies ({agent['name']} runs with "
+                               f"{VPC_CNI_FLAG}=true, {controller})")
+        agent_state = f"{agent['name']} runs with {VPC_CNI_FLAG}={'true' if on else 'false'}"
+        return None, f"the VPC CNI (aws-node) has network policy off ({agent_state}, {controller}): {ADDON_FIX}"
+    if auto_mode_nodes > 0:
+        where = (f"EKS Auto Mode ({auto_mode_nodes} node(s) labelled {AUTO_MODE_LABEL}, "
+                 f"no aws-node DaemonSet)")
+        if controller_enabled(configmap):
+            return "EKS Auto Mode", f"{where}: {controller}, so its nodes enforce NetworkPolicies"
+        return None, (f"{where} has network policy off ({controller}): apply ConfigMap {VPC_CNI_CONFIGMAP} with "
+                      f"{VPC_CNI_CONTROLLER_KEY}: \"true\" ({AUTO_MODE_DOC}); a NodeClass's spec.networkPolicy "
+                      "only sets the default for pods no policy selects")
+    names = ", ".join(sorted({name for _, name in ENFORCING_DAEMONSETS}))
+    return None, ("no NetworkPolicy enforcer found: no aws-node (VPC CNI) or " + names
+                  + " DaemonSet in kube-system or calico-system, and no EKS Auto Mode node")
+
+
+# ---------------------------------------------------------------- EKS preflight: storage
+#
+# Prometheus keeps 31 days on the PersistentVolumeClaim prometheus-data, which names no
+# StorageClass, so the cluster's default one provisions it: the StorageClass annotated
+# storageclass.kubernetes.io/is-default-class: "true" (Kubernetes docs, "Change the default
+# StorageClass"; the beta annotation is still honoured). Without one the claim stays Pending and
+# Prometheus never starts. EKS Auto Mode "does not create a StorageClass for you" (EKS user
+# guide, latest/ug/automode/create-storage-class.adoc: provisioner ebs.csi.eks.amazonaws.com);
+# elsewhere a class needs the EBS CSI driver add-on.
+DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
+                             "storageclass.beta.kubernetes.io/is-default-class")
+
+
+def default_storage_class(classes: dict) -> tuple[str | None, str]:
+    """(name, reason) of the default StorageClass in `kubectl get storageclass -o json`."""
+    defaults = [c["metadata"]["name"] for c in classes.get("items") or []
+                if any(((c["metadata"].get("annotations") or {}).get(a) or "").lower() == "true"
+                       for a in DEFAULT_CLASS_ANNOTATIONS)]
+    if defaults:
+        # Several defaults: Kubernetes >= 1.26 uses the newest; any of them provisions the claim.
+        return defaults[0], f"default StorageClass {', '.join(defaults)} provisions prometheus-data"
+    names = ", ".join(c["metadata"]["name"] for c in classes.get("items") or []) or "none"
+    return None, ("no default StorageClass (classes: " + names + "): the PersistentVolumeClaim "
+                  "monitoring/prometheus-data (8Gi, Prometheus's 31 days) would stay Pending; mark one default "
+                  "(kubectl annotate storageclass NAME storageclass.kubernetes.io/is-default-class=true), e.g. gp3 of "
+                  "the aws-ebs-csi-driver add-on or, on EKS Auto Mode, one with provisioner ebs.csi.eks.amazonaws.com")
 
 
 def read_results(path: Path) -> dict:
@@ -233,10 +367,14 @@ def summary(results: dict) -> str:
         if value is None:
             value = "not run"
         lines.append(f"| {label} | {value} |")
+        if key == "rollout" and results.get("rollback"):
+            lines.append(f"| Undo after the failed rollout | {results['rollback']} |")
     eks = results.get("eks")
     if eks is None:
         eks = "not run"
     lines.append(f"| EKS | {eks} |")
+    if results.get("eks_rollback"):
+        lines.append(f"| EKS undo after the failed rollout | {results['eks_rollback']} |")
     lines.append("")
     status = results.get("status", "unknown")
     lines.append(f"**Result: {status}**")
@@ -266,8 +404,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--image", action="append", default=[])
     p = sub.add_parser("summary")
     p.add_argument("results", type=Path)
+    p = sub.add_parser("default-storage-class")
+    p.add_argument("classes", type=Path, help="`kubectl get storageclass -o json`")
     p = sub.add_parser("netpol-enforcer")
-    p.add_argument("daemonsets", type=Path)
+    p.add_argument("daemonsets", type=Path, nargs="+", help="`kubectl -n NS get daemonsets -o json` outputs")
+    p.add_argument("--configmap", type=Path, help="`kubectl -n kube-system get configmap amazon-vpc-cni "
+                   "--ignore-not-found -o json` (empty: absent)")
+    p.add_argument("--auto-mode-nodes", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "ci-env":
@@ -293,8 +436,14 @@ def main(argv: list[str]) -> int:
             return 1 if problems else 0
         elif args.cmd == "summary":
             sys.stdout.write(summary(read_results(args.results)))
+        elif args.cmd == "default-storage-class":
+            name, reason = default_storage_class(json.loads(args.classes.read_text()))
+            print(reason)
+            return 0 if name else 1
         elif args.cmd == "netpol-enforcer":
-            enforcer, reason = netpol_enforcer(json.loads(args.daemonsets.read_text()))
+            items = [d for f in args.daemonsets for d in (json.loads(f.read_text()).get("items") or [])]
+            text = args.configmap.read_text().strip() if args.configmap else ""
+            enforcer, reason = netpol_enforcer(items, json.loads(text) if text else None, args.auto_mode_nodes)
             print(reason)
             return 0 if enforcer else 1
     except (ValueError, KeyError, OSError, yaml.YAMLError) as err:

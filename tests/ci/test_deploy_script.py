@@ -286,7 +286,9 @@ def test_up_pulls_one_platform_saves_an_archive_and_loads_it_in_order(tmp_path):
     script = (ROOT / "scripts" / "deploy-kind.sh").read_text()
     node = re.search(r'KIND_NODE_IMAGE:-(kindest/node:[^}]+)\}', script).group(1)
     archive = out_dir / "kind-images.tar"
-    calls = [c for c in calls_of(log) if not c.startswith("kubectl kustomize")]
+    # (Each Deployment's revision is read before the apply: tests/ci/test_rollback.py.)
+    calls = [c for c in calls_of(log) if not c.startswith(("kubectl kustomize", "kubectl -n orion-uat get deployment ",
+                                                            "kubectl -n monitoring get deployment "))]
     assert calls[:10] == [
         f"docker pull --quiet --platform linux/amd64 {api}",
         f"docker tag {api} {kapi}",
@@ -419,29 +421,111 @@ def test_http_check_needs_200_and_the_services_own_metrics():
 # ---------------------------------------------------------------- EKS preflight ------------
 
 EKS_CREDS = dict(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_REGION="eu-west-1", EKS_CLUSTER_NAME="orion-eks")
+GRAFANA = dict(GRAFANA_ADMIN_PASSWORD="a real one")
 
 
-def aws_node(agent_args):
-    """kube-system DaemonSets as EKS has them: aws-node with the network policy agent."""
-    return {"items": [
-        {"metadata": {"name": "kube-proxy"}, "spec": {"template": {"spec": {"containers": [{"name": "kube-proxy"}]}}}},
-        {"metadata": {"name": "aws-node"}, "spec": {"template": {"spec": {"containers": [
-            {"name": "aws-node", "args": []},
-            {"name": "aws-network-policy-agent", "args": agent_args},
-        ]}}}},
+# The VPC CNI as EKS renders it. github.com/aws/amazon-vpc-cni-k8s @ b5218838 (chart
+# charts/aws-vpc-cni 1.23.1, appVersion v1.23.1): templates/daemonset.yaml names the DaemonSet
+# aws-node (values.yaml fullnameOverride), its containers `aws-node` and, with nodeAgent.enabled
+# (the default), `aws-eks-nodeagent` with image
+# <account>.dkr.ecr.<region>.amazonaws.com/amazon/aws-network-policy-agent:<tag> (values
+# nodeAgent.image; the EKS add-on's tags are vX.Y.Z-eksbuild.N) and these args in this order,
+# `--enable-network-policy={{ .Values.enableNetworkPolicy }}` defaulting to "false";
+# templates/configmap.yaml renders ConfigMap kube-system/amazon-vpc-cni whose
+# enable-network-policy-controller is the same value. The init container aws-vpc-cni-init is
+# left out: the preflight never reads initContainers.
+VPC_CNI_REGISTRY = "602401143452.dkr.ecr.eu-west-1.amazonaws.com"
+
+
+def nodeagent_args(enable: str) -> list[str]:
+    return [
+        "--enable-ipv6=false", f"--enable-network-policy={enable}", "--enable-cloudwatch-logs=false",
+        "--enable-policy-event-logs=false", "--log-file=/var/log/aws-routed-eni/network-policy-agent.log",
+        "--metrics-bind-addr=:8162", "--health-probe-bind-addr=:8163", "--conntrack-cache-cleanup-period=300",
+        "--conntrack-cache-table-size=524288", "--log-level=debug",
+    ]
+
+
+def daemonset(namespace: str, name: str, containers: list[dict]) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"k8s-app": name}},
+            "spec": {"template": {"spec": {"containers": containers}}}}
+
+
+def aws_node(agent_args: list[str] | None, *, agent_name="aws-eks-nodeagent") -> dict:
+    """kube-system's DaemonSets on EKS with the vpc-cni add-on (see above); agent_args None:
+    the chart with nodeAgent.enabled=false (no agent container)."""
+    containers = [{"name": "aws-node", "image": f"{VPC_CNI_REGISTRY}/amazon-k8s-cni:v1.20.4-eksbuild.2",
+                   "ports": [{"containerPort": 61678, "name": "metrics"}]}]
+    if agent_args is not None:
+        containers.append({"name": agent_name,
+                           "image": f"{VPC_CNI_REGISTRY}/amazon/aws-network-policy-agent:v1.2.7-eksbuild.1",
+                           "args": agent_args})
+    return {"apiVersion": "v1", "kind": "List", "items": [
+        daemonset("kube-system", "aws-node", containers),
+        daemonset("kube-system", "kube-proxy", [{"name": "kube-proxy",
+                                                "image": f"{VPC_CNI_REGISTRY}/eks/kube-proxy:v1.33.0-eksbuild.2"}]),
     ]}
 
 
-NETPOL_ON = aws_node(["--enable-ipv6=false", "--enable-network-policy=true"])
-NETPOL_OFF = aws_node(["--enable-ipv6=false", "--enable-network-policy=false"])
+def vpc_cni_configmap(controller: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "amazon-vpc-cni", "namespace": "kube-system"},
+            "data": {"enable-windows-ipam": "false", "enable-network-policy-controller": controller,
+                     "enable-windows-prefix-delegation": "false", "warm-prefix-target": "0",
+                     "warm-ip-target": "1", "minimum-ip-target": "3", "branch-eni-cooldown": "60"}}
 
 
-def eks(tmp_path, *, daemonsets=NETPOL_ON, metrics="True", public=True, extra=None, rollout_fails=True):
-    """deploy-eks.sh prod against stand-in aws / kubectl / curl; returns (result, calls, eks line)."""
+EMPTY = {"apiVersion": "v1", "kind": "List", "items": [], "metadata": {"resourceVersion": ""}}
+NETPOL_ON = aws_node(nodeagent_args("true"))
+NETPOL_OFF = aws_node(nodeagent_args("false"))
+CONTROLLER_ON, CONTROLLER_OFF = vpc_cni_configmap("true"), vpc_cni_configmap("false")
+# Calico by the Tigera operator (projectcalico/calico hack/test/kind/migration/run_test.sh reads
+# `kubectl get daemonset -n calico-system calico-node`), here next to the VPC CNI with its
+# policy agent off, as in Calico's policy-only install on EKS.
+CALICO_OPERATOR = daemonset("calico-system", "calico-node", [{"name": "calico-node",
+                                                              "image": "quay.io/calico/node:v3.30.3"}])
+
+
+def storage_class(name: str, provisioner: str, *, default: bool) -> dict:
+    annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": name, "annotations": annotations},
+            "provisioner": provisioner, "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer",
+            "parameters": {"type": name}}
+
+
+# gp2 (in-tree name, served by the EBS CSI driver) and a gp3 class marked default, as an EKS
+# cluster with the aws-ebs-csi-driver add-on has them after `kubectl annotate ... default`.
+STORAGE = {**EMPTY, "items": [storage_class("gp2", "kubernetes.io/aws-ebs", default=False),
+                              storage_class("gp3", "ebs.csi.aws.com", default=True)]}
+NO_DEFAULT_STORAGE = {**EMPTY, "items": [storage_class("gp2", "kubernetes.io/aws-ebs", default=False)]}
+
+
+def eks(tmp_path, *, daemonsets=NETPOL_ON, calico_system=EMPTY, configmap=CONTROLLER_ON, auto_nodes=0,
+        storage=STORAGE, metrics="True", public=True, extra=None, rollout_fails=True):
+    """deploy-eks.sh prod against stand-in aws / kubectl / curl; returns (result, calls, eks line).
+
+    The stand-in kubectl answers the preflight's reads the way kubectl does: `get daemonsets -o
+    json` in a namespace with none (or none at all) prints an empty List and exits 0; `get
+    configmap NAME --ignore-not-found -o json` prints nothing and exits 0 when it is absent
+    (kubectl get --help: "If the requested object does not exist the command will return exit
+    code 0"); `get nodes -l SELECTOR -o name` prints one node/NAME line per match."""
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
-    ds = tmp_path / "daemonsets.json"
+    ds, calico, cm = tmp_path / "daemonsets.json", tmp_path / "calico-system.json", tmp_path / "configmap.json"
+    sc = tmp_path / "storageclasses.json"
+    sc.write_text(json.dumps(storage))
     ds.write_text(json.dumps(daemonsets))
+    calico.write_text(json.dumps(calico_system))
+    cm.write_text(json.dumps(configmap) if configmap is not None else "")
+    nodes = "".join(f"node/i-0{n:016x}\\n" for n in range(auto_nodes))
     kubectl = f'[ "$*" != "-n kube-system get daemonsets -o json" ] || {{ cat {ds}; exit 0; }}\n'
+    kubectl += f'[ "$*" != "-n calico-system get daemonsets -o json" ] || {{ cat {calico}; exit 0; }}\n'
+    kubectl += (f'[ "$*" != "-n kube-system get configmap amazon-vpc-cni --ignore-not-found -o json" ] || '
+                f'{{ cat {cm}; exit 0; }}\n')
+    kubectl += (f'[ "$*" != "get nodes -l eks.amazonaws.com/compute-type=auto -o name" ] || '
+                f'{{ printf "{nodes}"; exit 0; }}\n')
+    kubectl += f'[ "$*" != "get storageclass -o json" ] || {{ cat {sc}; exit 0; }}\n'
     kubectl += (f'[ "$1 $2" != "get apiservice" ] || {{ printf %s "{metrics}"; exit 0; }}\n' if metrics
                 else '[ "$1 $2" != "get apiservice" ] || { echo "NotFound" >&2; exit 1; }\n')
     if rollout_fails:
@@ -452,7 +536,8 @@ def eks(tmp_path, *, daemonsets=NETPOL_ON, metrics="True", public=True, extra=No
     results = tmp_path / "results.env"
     env = tool_env(ORION_RESULTS=str(results), ORION_OUT_DIR=str(tmp_path / "out"),
                    ORION_API_IMAGE=f"{REGISTRY}/orion-api@{DIGEST_A}",
-                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", **EKS_CREDS, **(extra or {}))
+                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", **EKS_CREDS, **{**GRAFANA, **(extra or {})})
+    env = {k: v for k, v in env.items() if v is not None}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     res = run(["scripts/deploy-eks.sh", "prod"], env=env)
     calls = [c for c in calls_of(log) if not c.startswith("kubectl kustomize")]
@@ -463,20 +548,33 @@ def preflight_lines(res) -> list[str]:
     return [l for l in res.stderr.splitlines() if l.startswith("deploy-eks: preflight: ")]
 
 
+PREFLIGHT_NETPOL_READS = [
+    "kubectl -n kube-system get daemonsets -o json",
+    "kubectl -n calico-system get daemonsets -o json",
+    "kubectl -n kube-system get configmap amazon-vpc-cni --ignore-not-found -o json",
+    "kubectl get nodes -l eks.amazonaws.com/compute-type=auto -o name",
+]
+
+
 def test_eks_preflight_passes_then_applies_in_order(tmp_path):
     res, calls, _ = eks(tmp_path)
     out = tmp_path / "out"
     assert calls[0].startswith("aws eks update-kubeconfig --name orion-eks --region eu-west-1 --kubeconfig ")
-    assert calls[1:4] == [
-        "kubectl -n kube-system get daemonsets -o json",
+    n = len(PREFLIGHT_NETPOL_READS) + 1
+    assert calls[1:n + 3] == PREFLIGHT_NETPOL_READS + ["kubectl get storageclass -o json"] + [
         "kubectl get apiservice v1beta1.metrics.k8s.io -o jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
         "curl -fsS --max-time 10 https://ghcr.io/token?scope=repository:orionlynn19/orion-api:pull",
     ]
-    assert calls[4].startswith("curl -fsS --max-time 10 -o /dev/null --head -H Authorization: Bearer anon")
-    assert calls[4].endswith(f"https://ghcr.io/v2/orionlynn19/orion-api/manifests/{DIGEST_A}")
-    assert calls[6].endswith(f"https://ghcr.io/v2/orionlynn19/orion-worker/manifests/{DIGEST_B}")
-    assert calls[7:9] == [f"kubectl apply -f {out / 'monitoring.eks.yaml'}", f"kubectl apply -f {out / 'prod.eks.yaml'}"]
+    probes = calls[n + 3:n + 6]
+    assert probes[0].startswith("curl -fsS --max-time 10 -o /dev/null --head -H Authorization: Bearer anon")
+    assert probes[0].endswith(f"https://ghcr.io/v2/orionlynn19/orion-api/manifests/{DIGEST_A}")
+    assert probes[2].endswith(f"https://ghcr.io/v2/orionlynn19/orion-worker/manifests/{DIGEST_B}")
+    applies = [c for c in calls if c.startswith("kubectl apply")]
+    assert applies == [f"kubectl apply -f {out / 'monitoring.eks.yaml'}", f"kubectl apply -f {out / 'prod.eks.yaml'}"]
     assert "preflight ok" in res.stderr and not preflight_lines(res)
+    assert ("deploy-eks: NetworkPolicy enforcer: the VPC CNI enforces NetworkPolicies (aws-eks-nodeagent runs with "
+            "--enable-network-policy=true, ConfigMap kube-system/amazon-vpc-cni has "
+            "enable-network-policy-controller: \"true\")") in res.stderr.splitlines()
 
 
 def test_eks_waits_for_every_deployment_of_the_app_and_the_monitoring_stack(tmp_path):
@@ -494,9 +592,32 @@ def test_eks_waits_for_every_deployment_of_the_app_and_the_monitoring_stack(tmp_
     assert deployments == {"prometheus", "alertmanager", "grafana"}, "rollout list out of date"
 
 
+ADDON_FIX = ("aws eks update-addon --cluster-name <cluster> --addon-name vpc-cni "
+             "--configuration-values '{\"enableNetworkPolicy\":\"true\"}'")
+
+
 @pytest.mark.parametrize("case,want", [
-    (dict(daemonsets=NETPOL_OFF), "NetworkPolicies would not be enforced: the VPC CNI (aws-node) has network policy off"),
-    (dict(daemonsets={"items": []}), "NetworkPolicies would not be enforced: no NetworkPolicy-enforcing CNI"),
+    (dict(daemonsets=NETPOL_OFF, configmap=CONTROLLER_OFF),
+     "NetworkPolicies would not be enforced: the VPC CNI (aws-node) has network policy off (aws-eks-nodeagent runs "
+     "with --enable-network-policy=false, ConfigMap kube-system/amazon-vpc-cni has enable-network-policy-controller: "
+     f"\"false\"): {ADDON_FIX}"),
+    (dict(daemonsets=NETPOL_ON, configmap=CONTROLLER_OFF),
+     "NetworkPolicies would not be enforced: the VPC CNI (aws-node) has network policy off (aws-eks-nodeagent runs "
+     "with --enable-network-policy=true, ConfigMap kube-system/amazon-vpc-cni has enable-network-policy-controller: "
+     "\"false\")"),
+    (dict(daemonsets=NETPOL_ON, configmap=None),
+     "NetworkPolicies would not be enforced: the VPC CNI (aws-node) has network policy off (aws-eks-nodeagent runs "
+     "with --enable-network-policy=true, ConfigMap kube-system/amazon-vpc-cni does not exist)"),
+    (dict(daemonsets=aws_node(None)),
+     "NetworkPolicies would not be enforced: the VPC CNI (aws-node) has no network policy agent container "
+     "(aws-eks-nodeagent, image …/amazon/aws-network-policy-agent): VPC CNI older than 1.14 or nodeAgent.enabled=false"),
+    (dict(daemonsets=EMPTY),
+     "NetworkPolicies would not be enforced: no NetworkPolicy enforcer found: no aws-node (VPC CNI) or antrea-agent, "
+     "calico-node, cilium, kube-router DaemonSet in kube-system or calico-system, and no EKS Auto Mode node"),
+    (dict(storage=NO_DEFAULT_STORAGE),
+     "no default StorageClass (classes: gp2): the PersistentVolumeClaim monitoring/prometheus-data (8Gi, "
+     "Prometheus's 31 days) would stay Pending; mark one default"),
+    (dict(storage=EMPTY), "no default StorageClass (classes: none)"),
     (dict(metrics=None), "v1beta1.metrics.k8s.io is missing"),
     (dict(metrics="False"), "v1beta1.metrics.k8s.io is False"),
     (dict(public=False), f"nodes cannot pull images: {REGISTRY}/orion-api@{DIGEST_A} is not pullable anonymously"),
@@ -513,15 +634,66 @@ def test_eks_preflight_failure_applies_nothing(tmp_path, case, want):
 
 
 def test_eks_preflight_reports_every_problem_at_once(tmp_path):
-    res, calls, _ = eks(tmp_path, daemonsets=NETPOL_OFF, metrics=None, public=False)
-    assert res.returncode == 1 and len(preflight_lines(res)) == 4
+    res, calls, _ = eks(tmp_path, daemonsets=NETPOL_OFF, storage=EMPTY, metrics=None, public=False)
+    assert res.returncode == 1 and len(preflight_lines(res)) == 5
     assert not any(c.startswith("kubectl apply") for c in calls)
 
 
-def test_eks_other_cnis_enforce_policies(tmp_path):
-    calico = {"items": [{"metadata": {"name": "calico-node"}, "spec": {"template": {"spec": {"containers": []}}}}]}
-    res, calls, _ = eks(tmp_path, daemonsets=calico)
+@pytest.mark.parametrize("agent", [
+    # what the chart renders (the fixture's default) ...
+    dict(agent_args=nodeagent_args("true")),
+    # ... a bare boolean flag (pflag: true) and the last occurrence winning, as the agent parses them ...
+    dict(agent_args=["--enable-network-policy"]),
+    dict(agent_args=["--enable-network-policy=false", "--enable-network-policy=True"]),
+    # ... and the same agent image under another container name.
+    dict(agent_args=nodeagent_args("true"), agent_name="network-policy-agent"),
+])
+def test_eks_vpc_cni_with_network_policy_on_passes(tmp_path, agent):
+    res, calls, _ = eks(tmp_path, daemonsets=aws_node(**agent))
+    assert not preflight_lines(res), res.stderr
     assert "preflight ok" in res.stderr and any(c.startswith("kubectl apply") for c in calls)
+
+
+def test_eks_calico_from_the_tigera_operator_enforces_policies(tmp_path):
+    """Calico's operator runs calico-node in calico-system, not kube-system; beside the VPC CNI
+    with its own agent off (policy-only Calico) it is what enforces."""
+    res, calls, _ = eks(tmp_path, daemonsets=NETPOL_OFF, configmap=CONTROLLER_OFF,
+                        calico_system={**EMPTY, "items": [CALICO_OPERATOR]})
+    assert "preflight ok" in res.stderr and any(c.startswith("kubectl apply") for c in calls), res.stderr
+    assert ("deploy-eks: NetworkPolicy enforcer: Calico (Tigera operator) (DaemonSet calico-system/calico-node) "
+            "enforces NetworkPolicies") in res.stderr.splitlines()
+
+
+@pytest.mark.parametrize("name", ["calico-node", "cilium", "antrea-agent", "kube-router"])
+def test_eks_other_cnis_in_kube_system_enforce_policies(tmp_path, name):
+    items = {**EMPTY, "items": [daemonset("kube-system", name, [{"name": name, "image": f"example/{name}:v1"}])]}
+    res, calls, _ = eks(tmp_path, daemonsets=items, configmap=None)
+    assert "preflight ok" in res.stderr and any(c.startswith("kubectl apply") for c in calls), res.stderr
+
+
+def test_eks_auto_mode_with_the_network_policy_controller_on_passes(tmp_path):
+    """EKS Auto Mode: no aws-node; the ConfigMap switches network policy on (EKS user guide,
+    "Use Network Policies with EKS Auto Mode", step 1)."""
+    res, calls, _ = eks(tmp_path, daemonsets={**EMPTY, "items": []}, configmap=vpc_cni_configmap("true"), auto_nodes=3)
+    assert "preflight ok" in res.stderr and any(c.startswith("kubectl apply") for c in calls), res.stderr
+    assert ("deploy-eks: NetworkPolicy enforcer: EKS Auto Mode (3 node(s) labelled eks.amazonaws.com/compute-type=auto, "
+            "no aws-node DaemonSet): ConfigMap kube-system/amazon-vpc-cni has enable-network-policy-controller: "
+            "\"true\", so its nodes enforce NetworkPolicies") in res.stderr.splitlines()
+
+
+@pytest.mark.parametrize("configmap", [None, CONTROLLER_OFF])
+def test_eks_auto_mode_without_the_controller_says_how_to_switch_it_on(tmp_path, configmap):
+    res, calls, line = eks(tmp_path, daemonsets=EMPTY, configmap=configmap, auto_nodes=2)
+    assert res.returncode == 1 and not any(c.startswith("kubectl apply") for c in calls)
+    state = ("ConfigMap kube-system/amazon-vpc-cni does not exist" if configmap is None
+             else "ConfigMap kube-system/amazon-vpc-cni has enable-network-policy-controller: \"false\"")
+    assert preflight_lines(res) == [
+        "deploy-eks: preflight: NetworkPolicies would not be enforced: EKS Auto Mode (2 node(s) labelled "
+        f"eks.amazonaws.com/compute-type=auto, no aws-node DaemonSet) has network policy off ({state}): apply "
+        "ConfigMap kube-system/amazon-vpc-cni with enable-network-policy-controller: \"true\" "
+        "(https://docs.aws.amazon.com/eks/latest/userguide/auto-net-pol.html); a NodeClass's spec.networkPolicy "
+        "only sets the default for pods no policy selects"]
+    assert line.startswith("FAILED preflight on orion-eks (nothing applied): ")
 
 
 def test_eks_pull_secret_must_exist_and_be_on_the_service_account(tmp_path):
@@ -532,3 +704,24 @@ def test_eks_pull_secret_must_exist_and_be_on_the_service_account(tmp_path):
     assert any("ServiceAccount orion-prod/orion does not list imagePullSecrets ghcr-pull" in l for l in preflight_lines(res))
     assert not any(c.startswith("curl") for c in calls), "with a pull secret, no anonymous probe"
     assert not any(c.startswith("kubectl apply") for c in calls)
+
+
+@pytest.mark.parametrize("password", [None, "admin"], ids=["unset", "default"])
+def test_eks_refuses_grafana_without_a_real_admin_password(tmp_path, password):
+    """Before the kubeconfig, the preflight or any apply: the renderer's one line, and the
+    summary says where it stopped."""
+    res, calls, line = eks(tmp_path, extra={"GRAFANA_ADMIN_PASSWORD": password})
+    assert res.returncode != 0
+    assert calls == [], "nothing asked of AWS or the cluster"
+    assert any(l.startswith("render-monitoring: GRAFANA_ADMIN_PASSWORD is ") and "prod" in l
+               for l in res.stderr.splitlines()), res.stderr
+    assert line == "FAILED during render on orion-eks (eu-west-1)"
+    assert not (tmp_path / "out" / "monitoring.eks.yaml").exists()
+
+
+def test_eks_auto_mode_storage_class_provisions_prometheus(tmp_path):
+    """EKS Auto Mode creates no StorageClass; the one its guide shows (provisioner
+    ebs.csi.eks.amazonaws.com, marked default) is what the claim needs."""
+    auto = {**EMPTY, "items": [storage_class("auto-ebs-sc", "ebs.csi.eks.amazonaws.com", default=True)]}
+    res, calls, _ = eks(tmp_path, daemonsets=EMPTY, configmap=CONTROLLER_ON, auto_nodes=1, storage=auto)
+    assert "preflight ok" in res.stderr and any(c.startswith("kubectl apply") for c in calls), res.stderr

@@ -109,7 +109,7 @@ def test_least_privilege_per_job(ci, rerun):
         "deploy": {"contents": "read", "packages": "read"},
     }
     assert {j: ci["jobs"][j]["permissions"] for j in ci["jobs"]} == expected
-    assert rerun["jobs"]["rerun"]["permissions"] == {"actions": "write", "contents": "read"}
+    assert rerun["jobs"]["rerun"]["permissions"] == {"actions": "write", "checks": "read", "contents": "read"}
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)

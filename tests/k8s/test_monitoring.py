@@ -75,9 +75,15 @@ def test_hardened_as_far_as_the_upstream_image_allows(docs, name):
     assert c["resources"]["requests"].keys() >= {"cpu", "memory"} and "memory" in c["resources"]["limits"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["port"] in container_ports(c)
-    # read-only root: every writable path is an emptyDir with a size limit
+    # read-only root: every writable path is an emptyDir with a size limit, or a claim of a
+    # fixed size rendered beside it (Prometheus's TSDB)
     for path, (mount, volume) in volume_mounts(dep).items():
-        if not mount.get("readOnly"):
+        if mount.get("readOnly"):
+            continue
+        if "persistentVolumeClaim" in volume:
+            claim = one(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+            assert claim["spec"]["resources"]["requests"]["storage"], f"{name}: {path} on an unsized claim"
+        else:
             assert "emptyDir" in volume and volume["emptyDir"].get("sizeLimit"), f"{name}: {path} writable but not emptyDir"
 
 
@@ -137,12 +143,14 @@ def test_prometheus_loads_the_mounted_rules_and_config(docs):
     assert volume["configMap"]["name"] == configmap(docs, "prometheus-rules")["metadata"]["name"]
     for key in configmap(docs, "prometheus-rules")["data"]:
         assert fnmatch(key, rules_glob.name), "every rules ConfigMap key must match rule_files"
-    # retention is stated, and the size cap stays below the emptyDir's limit (else: eviction)
+    # retention is stated, the TSDB is on the rendered PersistentVolumeClaim, and the size cap
+    # (powers of 2) stays below the claim (tests/monitoring/test_retention.py sizes both)
     assert args["--storage.tsdb.retention.time"]
     data_mount, data_volume = mounts[args["--storage.tsdb.path"]]
-    size_cap = int(re.fullmatch(r"(\d+)GB", args["--storage.tsdb.retention.size"]).group(1)) * 10**9
-    limit = int(re.fullmatch(r"(\d+)Gi", data_volume["emptyDir"]["sizeLimit"]).group(1)) * 2**30
-    assert size_cap < limit
+    claim = one(docs, "PersistentVolumeClaim", data_volume["persistentVolumeClaim"]["claimName"])
+    size_cap = int(re.fullmatch(r"(\d+)GB", args["--storage.tsdb.retention.size"]).group(1)) * 2**30
+    request = int(re.fullmatch(r"(\d+)Gi", claim["spec"]["resources"]["requests"]["storage"]).group(1)) * 2**30
+    assert size_cap < request
 
 
 def test_promtool_accepts_the_config_and_rules(docs, tmp_path):
@@ -227,6 +235,57 @@ def test_a_real_admin_password_replaces_the_local_one():
     assert _admin_password(docs) == "not-the-default s3cret"
     assert len(objs(docs, "Secret")) == 1
     assert "not-the-default" not in res.stderr
+
+
+def render_monitoring(*args: str, password: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAFANA_ADMIN_")}
+    env["KUBECTL"] = kubectl()
+    if password is not None:
+        env["GRAFANA_ADMIN_PASSWORD"] = password
+    return subprocess.run([str(REPO / "k8s" / "render-monitoring.sh"), *args], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("target", ["dev", "uat", "prod"])
+@pytest.mark.parametrize("password", [None, "", "admin"], ids=["unset", "empty", "default"])
+def test_a_real_cluster_gets_no_grafana_without_a_real_password(target, password):
+    """One line naming the variable, exit 2, nothing on stdout: nothing to apply. The password
+    itself is never printed."""
+    res = render_monitoring(target, password=password)
+    assert res.returncode == 2 and res.stdout == ""
+    (line,) = res.stderr.splitlines()
+    assert line.startswith("render-monitoring: GRAFANA_ADMIN_PASSWORD is ") and target in line, line
+
+
+@pytest.mark.parametrize("args", [(), ("local",)], ids=["default", "local"])
+def test_a_local_render_keeps_the_committed_default(args):
+    res = render_monitoring(*args, password=None)
+    assert res.returncode == 0, res.stderr
+    assert _admin_password(load_docs(res.stdout)) == "admin"
+
+
+def test_a_real_cluster_gets_the_password_it_was_given():
+    res = render_monitoring("prod", password="s3cret for prod")
+    assert res.returncode == 0, res.stderr
+    assert _admin_password(load_docs(res.stdout)) == "s3cret for prod"
+
+
+def test_an_unknown_render_target_is_refused():
+    res = render_monitoring("staging", password="x")
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == "render-monitoring: unknown target 'staging' (local, dev, uat or prod)"
+
+
+def test_grafana_admits_nothing_but_port_forward(docs):
+    """No NetworkPolicy admits traffic to Grafana: only the namespace's default deny selects it,
+    and `kubectl port-forward` (how operators reach it) is not subject to NetworkPolicy."""
+    grafana_labels = one(docs, "Deployment", "grafana")["spec"]["template"]["metadata"]["labels"]
+    selecting = [p for p in objs(docs, "NetworkPolicy")
+                 if all(grafana_labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
+                 and not p["spec"]["podSelector"].get("matchExpressions")]
+    assert selecting, "Grafana must be selected by the default deny"
+    for p in selecting:
+        assert "Ingress" in p["spec"]["policyTypes"]
+        assert not p["spec"].get("ingress"), f"{p['metadata']['name']} admits traffic to Grafana"
 
 
 def test_monitoring_network_policies(docs):

@@ -121,3 +121,28 @@ def tool(name: str) -> str:
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+# ------------------------------------------------------------------ Prometheus storage sizing
+# The arithmetic docker-compose.yml and k8s/monitoring/prometheus/prometheus.yaml state in their
+# comments: series x samples/day x bytes/sample x days of retention, plus the WAL and head chunks.
+# tests/monitoring/test_retention.py holds the shipped retention flags and volumes to it;
+# test_live.py holds the per-pod series counts to what the real binaries expose.
+#
+# An api pod exposes 22 series of its own plus 16 (counter, 13 buckets, sum, count) per
+# (method, route, status_code) it has answered; ordinary traffic answers ~20 such combinations
+# (the live test's traffic: 7). Prometheus adds 5 series per target (up, scrape_*).
+SERIES_PER_API_POD = 350
+SERIES_PER_WORKER_POD = 55
+# Prometheus's own metrics (job prometheus, Kubernetes only): Debian's 2.42 exposes ~340; 3.5,
+# which ships, more (not measurable here): budgeted generously.
+SERIES_PROMETHEUS_SELF = 1500
+# Recording rules and ALERTS series: slo.yaml records ~13 series per namespace and job.
+SERIES_RULES = 200
+# docs/storage.md of Prometheus v3.5.0: "Prometheus stores an average of only 1-2 bytes per
+# sample"; the upper end.
+BYTES_PER_SAMPLE = 2
+# The WAL keeps at least three 128 MB segments and peaks with the head every 2 hours.
+WAL_AND_HEAD_BYTES = 500 * 10**6
+# The margin the size cap keeps over the estimate before it starts dropping history.
+SIZE_CAP_MARGIN = 1.4

@@ -13,10 +13,11 @@ The tests run in file order and share one stack (module-scoped fixture):
  2. every rule group of alerts.yaml and slo.yaml loaded, every rule evaluated with health "ok";
  3. after some traffic, every dashboard query evaluates without error and the key ones
     return data;
- 4. a healthy stack has no pending or firing alert but Watchdog (always firing by design);
- 5. a worker whose every run fails (JOB_FAILURE_RATE=1): WorkerJobFailureRate goes
+ 4. each target has no more series than Prometheus's storage was sized for;
+ 5. a healthy stack has no pending or firing alert but Watchdog (always firing by design);
+ 6. a worker whose every run fails (JOB_FAILURE_RATE=1): WorkerJobFailureRate goes
     pending/firing; restarted three times, WorkerCrashLooping{cause="restarts"} does too;
- 6. the API stopped: APIDown{cause="target-down"} goes pending.
+ 7. the API stopped: APIDown{cause="target-down"} goes pending.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from monitoring_support import (
     RULE_FILES,
     PROMETHEUS_YML,
     REPO,
+    SERIES_PER_API_POD,
+    SERIES_PER_WORKER_POD,
     alert_rules,
     dashboard_queries,
     load_yaml,
@@ -377,6 +380,16 @@ def test_every_dashboard_query_evaluates(stack):
     assert float(ratio["value"][1]) == 0.0  # no 5xx was served
     up = stack.query(substitute_grafana_variables(next(e for t, e in queries if t == "Targets up")))
     assert sorted(s["metric"]["job"] for s in up) == ["api", "worker"]
+
+
+def test_each_target_has_no_more_series_than_the_storage_was_sized_for(stack):
+    """Prometheus's retention and volumes are sized from per-pod series counts
+    (monitoring_support.py, test_retention.py); after the traffic above, what the real
+    binaries gave Prometheus, scrape series included, stays within them."""
+    for job, budget in (("api", SERIES_PER_API_POD), ("worker", SERIES_PER_WORKER_POD)):
+        (sample,) = stack.query(f'count({{job="{job}", namespace="local"}})')
+        series = int(float(sample["value"][1]))
+        assert 20 < series <= budget, (job, series, budget)
 
 
 def test_healthy_stack_raises_no_alert(stack):
