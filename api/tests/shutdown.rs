@@ -14,7 +14,7 @@ use common::*;
 fn requests_in_flight_when_sigterm_lands_all_complete() {
     let mut api = Api::start(&[
         ("SHUTDOWN_TIMEOUT", "10s"),
-        ("LOG_LEVEL", "info,orion_shared::http::guard=trace"),
+        ("LOG_LEVEL", "info,orion_shared::http::front=trace"),
     ]);
     // 20 requests half-sent (the server has their connections and some bytes).
     let mut conns: Vec<TcpStream> = (0..20)
@@ -27,7 +27,7 @@ fn requests_in_flight_when_sigterm_lands_all_complete() {
         .collect();
     // The guard knows every one of them (so the drain must wait for them).
     for s in &conns {
-        api.wait_guard_found(s);
+        api.wait_front_found(s);
     }
     // And some idle keep-alive connections that have had their answer. Each
     // is known to the guard before its request: one answered before the
@@ -38,7 +38,7 @@ fn requests_in_flight_when_sigterm_lands_all_complete() {
     let mut idle: Vec<TcpStream> = (0..5)
         .map(|_| {
             let mut s = api.connect();
-            api.wait_guard_found(&s);
+            api.wait_front_found(&s);
             s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
                 .unwrap();
             assert_eq!(read_response(&mut s).unwrap().status, 200);
@@ -118,12 +118,12 @@ fn a_request_that_never_completes_does_not_hold_the_process_past_the_timeout() {
     let mut api = Api::start(&[
         ("SHUTDOWN_TIMEOUT", "1s"),
         ("HTTP_HEADER_TIMEOUT", "30s"),
-        ("LOG_LEVEL", "info,orion_shared::http::guard=trace"),
+        ("LOG_LEVEL", "info,orion_shared::http::front=trace"),
     ]);
     let mut s = api.connect();
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Forever: ")
         .unwrap();
-    api.wait_guard_found(&s);
+    api.wait_front_found(&s);
     let t0 = Instant::now();
     api.signal(libc::SIGTERM);
     api.assert_exits_cleanly();

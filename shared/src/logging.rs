@@ -57,6 +57,11 @@ pub fn init(service: &'static str, environment: &str, filter: &str) {
     let mut builder = env_logger::Builder::new();
     builder
         .parse_filters(filter)
+        // tiny_http logs one thing we act on ourselves: the end of its
+        // accept loop, which the front causes on purpose at start
+        // (http/server.rs, "seals"); at error level it would page whoever
+        // alerts on error lines.
+        .filter_module("tiny_http", log::LevelFilter::Off)
         .target(env_logger::Target::Stdout)
         .format(move |buf, record| {
             // One buffer per thread, reused: a line costs no allocation.

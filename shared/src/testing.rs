@@ -377,6 +377,46 @@ pub fn read_head(s: &mut TcpStream) -> std::io::Result<Response> {
     })
 }
 
+/// The accept-error contract both services share, against a running one:
+/// with its open-files limit lowered to what it has open (so accepting
+/// fails with EMFILE), pending connections wait, the failure is logged and
+/// backs off, and the process lives on; with the limit raised again, the
+/// waiting connections are accepted and served, and the errors are counted
+/// in `http_accept_errors_total{error="emfile"}`.
+pub fn assert_accept_errors_back_off(p: &mut ServiceProcess) {
+    let pid = p.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/<pid>/fd")
+        .count() as u64;
+    crate::http::sys::set_open_files_soft_limit_of(pid, open).expect("prlimit");
+    let mut waiting: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let s = TcpStream::connect(p.addr()).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    p.wait_log(Duration::from_secs(10), |l| {
+        l.contains("front: accept failed") && l.contains("\"level\":\"warn\"")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the process ended on accept errors: {:?}",
+        p.stdout_lines()
+    );
+    crate::http::sys::set_open_files_soft_limit_of(pid, 4096).expect("prlimit");
+    for s in waiting.iter_mut() {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let r = read_response(s).expect("a waiting connection is served once the limit is raised");
+        assert_eq!(r.status, 200);
+    }
+    let m = p.get("/metrics").expect("metrics").text();
+    let errors = sample(&m, r#"http_accept_errors_total{error="emfile"}"#).unwrap_or(0.0);
+    assert!(errors >= 1.0, "EMFILE not counted: {errors}");
+}
+
 /// The value of the sample `series` (a name, with its labels if it has
 /// any, exactly as exposed) in a Prometheus text exposition.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {

@@ -11,6 +11,9 @@ use orion_shared::shutdown::Shutdown;
 #[allow(dead_code)]
 #[path = "../src/testing.rs"]
 mod testing;
+// What `testing.rs` reaches as `crate::http`.
+#[allow(unused_imports)]
+use orion_shared::http;
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let r = testing::http_get(addr, path).unwrap();
