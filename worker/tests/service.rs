@@ -223,6 +223,14 @@ fn shutdown_delay_keeps_the_metrics_port_serving_with_ready_at_503() {
     );
     let stopped = w.wait_log("worker stopped", Duration::from_secs(5));
     assert_eq!(stopped["how"], "idle");
+    // A probe's 503 while stopping is the stop protocol, not a fault:
+    // nothing is logged above info, however often it is asked.
+    let loud: Vec<serde_json::Value> = w
+        .logs()
+        .into_iter()
+        .filter(|l| l["level"] == "warn" || l["level"] == "error")
+        .collect();
+    assert!(loud.is_empty(), "{loud:?}");
 }
 
 #[test]

@@ -43,6 +43,12 @@ const TOKEN_WAKE: u64 = u64::MAX - 1;
 /// Links to tiny_http: this bit and their index.
 const TOKEN_LINK: u64 = 1 << 62;
 
+/// Connections accepted per loop iteration, at most: between batches the
+/// loop reads what the new connections sent, so a client that sends its
+/// request at once is being served before a flood of others can push it
+/// out over the cap.
+const ACCEPT_BATCH: usize = 64;
+
 /// First and longest pause of the listener after an accept error that
 /// another accept would only repeat (no descriptors or memory left).
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
@@ -217,6 +223,7 @@ pub fn start(
         epoll,
         listener: Some(parts.listener),
         accept_ready: true,
+        cap_full: false,
         paused_until: None,
         backoff: BACKOFF_FIRST,
         slots: Vec::new(),
@@ -292,6 +299,8 @@ struct Loop {
     /// The listener may have connections waiting (edge-triggered: only
     /// an `accept` that returns `EAGAIN` clears it).
     accept_ready: bool,
+    /// At the cap with nothing to shed: no accept until a connection ends.
+    cap_full: bool,
     /// Accepting is paused after an error, until then.
     paused_until: Option<Instant>,
     backoff: Duration,
@@ -374,8 +383,16 @@ impl Loop {
         }
     }
 
-    /// Milliseconds until the next deadline or the end of an accept pause.
+    /// Milliseconds until the next deadline or the end of an accept pause;
+    /// 0 while connections wait to be accepted.
     fn timeout(&self, now: Instant) -> i32 {
+        if self.accept_ready
+            && !self.cap_full
+            && self.paused_until.is_none()
+            && self.listener.is_some()
+        {
+            return 0;
+        }
         let next = self
             .timers
             .peek()
@@ -478,18 +495,19 @@ impl Loop {
             self.paused_until = None;
             self.accept_ready = true;
         }
-        while self.accept_ready {
+        for _ in 0..ACCEPT_BATCH {
+            if !self.accept_ready || self.cap_full || self.listener.is_none() {
+                return;
+            }
+            if self.open >= self.max_connections && !self.shed_one() {
+                // Full of requests in progress: the rest wait in the
+                // kernel's queue until a connection ends.
+                self.cap_full = true;
+                return;
+            }
             let Some(listener) = &self.listener else {
                 return;
             };
-            if self.open >= self.max_connections {
-                if !self.shed_one() {
-                    // Full of requests in progress: the rest wait in the
-                    // kernel's queue until a connection ends.
-                    return;
-                }
-                continue;
-            }
             match sys::accept(listener) {
                 Ok((stream, peer)) => {
                     self.backoff = BACKOFF_FIRST;
@@ -859,10 +877,8 @@ impl Loop {
             self.free.push(idx);
             self.open -= 1;
             self.metrics.open.set(self.open as i64);
-            // A slot is free: connections may be waiting for it.
-            if self.listener.is_some() {
-                self.accept_ready = true;
-            }
+            // A place is free: a connection may be waiting for it.
+            self.cap_full = false;
         }
     }
 

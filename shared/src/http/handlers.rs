@@ -91,10 +91,13 @@ fn handle(app: &App, rq: tiny_http::Request) {
         None => route_reply(app, &rq, route, method, route_label),
     };
     let status = reply.status;
-    let level = if status >= 500 {
-        log::Level::Warn
-    } else if route.is_some_and(|r| r.quiet) {
+    // Probes and scrapes stay at debug whatever they answer: `/ready`'s 503
+    // during a stop is the stop protocol, not a fault (a handler's panic is
+    // logged at error where it happens).
+    let level = if route.is_some_and(|r| r.quiet) {
         log::Level::Debug
+    } else if status >= 500 {
+        log::Level::Warn
     } else {
         log::Level::Info
     };

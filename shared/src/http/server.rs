@@ -52,9 +52,13 @@ use super::handlers::{handler_loop, App};
 use super::{sys, upstream, HttpConfig, RequestMetrics, Router};
 use crate::shutdown::Shutdown;
 
-/// Pending connections the kernel queues for the listener (nginx's 511;
-/// std's `bind` gives 128). The kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 511;
+/// Pending connections the kernel queues for the listener (std's `bind`
+/// gives 128, nginx 511, Go `net.core.somaxconn`); the kernel caps it at
+/// `net.core.somaxconn` (4096 since Linux 5.4). A full queue drops new SYNs,
+/// and a dropped SYN costs the client a second (its first retransmission):
+/// under a flood of connections a fresh client must find room, and the
+/// front empties the queue every iteration (shedding over its cap).
+const LISTEN_BACKLOG: u32 = 4096;
 /// Receive buffer per client connection (the kernel doubles it): a head is
 /// at most 64 KiB, and a client that sends more than the front reads waits.
 const RECV_BUFFER: usize = 32 * 1024;

@@ -352,3 +352,76 @@ pub fn set_open_files_soft_limit_of(pid: u32, soft: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Connects to `addr` from `local` (with `SO_REUSEADDR`, so a port whose
+/// last connection is in TIME_WAIT can be taken again at once): what a
+/// client, a proxy's pool or a load tester does when it reuses ports. The
+/// tests use it to reconnect from the port a closed connection had; the
+/// services never call it.
+pub fn connect_from(local: SocketAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let (family, local_ss, local_len) = sockaddr_of(local);
+    let (_, remote_ss, remote_len) = sockaddr_of(addr);
+    // SAFETY: takes no pointers; returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is new and owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_opt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    // SAFETY: the sockaddrs are valid for the lengths given and only read;
+    // `sock` is open.
+    unsafe {
+        if libc::bind(
+            sock.as_raw_fd(),
+            &local_ss as *const _ as *const libc::sockaddr,
+            local_len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::connect(
+            sock.as_raw_fd(),
+            &remote_ss as *const _ as *const libc::sockaddr,
+            remote_len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(TcpStream::from(sock))
+}
+
+/// `addr` as a `sockaddr_storage` of the family and length the kernel wants.
+fn sockaddr_of(addr: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain integers; all zeroes is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: storage is larger than and as aligned as a sockaddr_in.
+            let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            (
+                libc::AF_INET,
+                ss,
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            (
+                libc::AF_INET6,
+                ss,
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
