@@ -70,7 +70,7 @@ fn three_thousand_reconnecting_silent_clients_leave_memory_bounded_and_a_fresh_c
         peak = peak.max(rss).max(hwm);
         // A fresh client, every few seconds: answered, and without waiting
         // for a timeout to free a place (a generous bound, not a benchmark).
-        if start.elapsed().as_secs() % 5 == 0 {
+        if start.elapsed().as_secs().is_multiple_of(5) {
             let t = Instant::now();
             let r = api.try_get("/health");
             served.push((r.as_ref().map(|r| r.status).ok(), t.elapsed()));
