@@ -13,7 +13,7 @@ use prometheus::Registry;
 use crate::config::{environment, ConfigError, Env, EXIT_CONFIG};
 use crate::http::{HttpConfig, RequestMetrics, Router, Server};
 use crate::logging::validate_filter;
-use crate::shutdown::{Event, Shutdown};
+use crate::shutdown::{Event, Fatal, Shutdown};
 
 /// How long handler threads may take to return once unblocked. They are
 /// idle after a clean drain and return at once; after a drain that timed
@@ -89,15 +89,15 @@ pub struct WorkEnd {
 /// 2. **Signals** ([`Shutdown::install`]): from here a SIGTERM is a graceful
 ///    stop, not the default action that kills the process mid-start.
 /// 3. **Open-files budget**: raise the soft limit to the hard one and check
-///    that `HTTP_MAX_CONNECTIONS` fits (2 descriptors per connection + 64).
-///    Before anything opens descriptors; exceeding the limit later would
-///    make accept fail with `EMFILE`, which ends tiny_http's accept loop
-///    for good, so a cap that cannot fit is a configuration error (exit 2).
+///    that `HTTP_MAX_CONNECTIONS` fits (one descriptor per connection, two
+///    per link to tiny_http, 64 spare). Before anything opens descriptors:
+///    a cap the limit cannot hold is a configuration error (exit 2), not a
+///    stream of `EMFILE`s once the connections come.
 /// 4. **Registry and the service's parts** (metrics, routes, work): the
 ///    registry exists before the server, which registers its own metrics.
 /// 5. **[`Server::start`]**: binds the port (exit 1 if it cannot), starts
-///    the handler threads and the connection guard; then the listening
-///    line, so whoever waits for it can connect at once.
+///    tiny_http's handler threads behind the front and the front itself;
+///    then the listening line, so whoever waits for it can connect at once.
 /// 6. **The work's thread**, once `/health` and `/metrics` answer (the
 ///    worker's first job may run at start).
 /// 7. **Wait** for the first signal or a fatal report.
@@ -111,7 +111,8 @@ pub struct WorkEnd {
 ///   `/health` answers while a job finishes;
 /// - [`Server::stop_accepting`], once: new connections are refused;
 /// - [`Server::drain`] until T + `SHUTDOWN_DELAY` + `SHUTDOWN_TIMEOUT`:
-///   idle connections are closed, requests in flight complete;
+///   idle connections are closed, every request under way is answered
+///   (`Connection: close`) and its connection closed;
 /// - [`Server::join_handlers`]: every handler thread, however many, is
 ///   unblocked and joined (a short grace for one still writing); exit 0.
 ///
@@ -191,6 +192,7 @@ pub fn serve(common: &CommonConfig, spec: Spec, build: impl FnOnce(&Context) -> 
             true
         }
         Event::Fatal(why) => {
+            let why = why.to_string();
             log::error!(reason = why.as_str(); "fatal error; exiting");
             false
         }
@@ -270,7 +272,7 @@ fn start_work(work: Work, shutdown: &Shutdown) -> std::io::Result<Running> {
                 how: "panicked",
             });
             if !shutdown.is_stopping() {
-                shutdown.fatal(format!("{name} ended before a stop ({})", end.how));
+                shutdown.fatal(Fatal::WorkEnded { name, how: end.how });
             }
             let _ = tx.send(end);
         })?;

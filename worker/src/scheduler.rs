@@ -148,11 +148,11 @@ pub struct Scheduler {
     seq: u64,
     abandoned: Option<Abandoned>,
     last_fired: Option<DateTime<Utc>>,
-    runner: Option<mpsc::Sender<Work>>,
+    runner: Option<mpsc::Sender<JobRun>>,
 }
 
 /// One run handed to the runner thread.
-struct Work {
+struct JobRun {
     id: u64,
     scheduled: DateTime<Utc>,
     trigger: Trigger,
@@ -170,7 +170,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn run(&self, w: Work) {
+    fn run(&self, w: JobRun) {
         let started = self.clock.now();
         let t0 = self.clock.elapsed();
         let (trigger, lateness_ms) = match w.trigger {
@@ -417,8 +417,8 @@ impl Scheduler {
     /// job starts after two wake-ups of sleeping threads (timer → loop → runner) — much quicker
     /// on a busy machine than creating a thread, which queues behind running tasks for a slice.
     /// One runner also makes overlapping runs impossible by construction.
-    fn spawn_runner(&self) -> std::io::Result<mpsc::Sender<Work>> {
-        let (tx, rx) = mpsc::channel::<Work>();
+    fn spawn_runner(&self) -> std::io::Result<mpsc::Sender<JobRun>> {
+        let (tx, rx) = mpsc::channel::<JobRun>();
         let runner = Runner {
             job: self.job.clone(),
             clock: self.clock.clone(),
@@ -449,7 +449,7 @@ impl Scheduler {
         self.metrics.running.set(1);
         self.health.job_started();
         let started_mono = self.clock.elapsed();
-        let work = Work {
+        let work = JobRun {
             id,
             scheduled,
             trigger,

@@ -37,6 +37,7 @@ use super::close::{CloseReason, Ending};
 use super::conn::{pick_shed, Conn, Expiry, Limits, Step, Written};
 use super::sys::{self, Epoll, EventFd};
 use super::upstream;
+use crate::shutdown::Fatal;
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_WAKE: u64 = u64::MAX - 1;
@@ -68,14 +69,14 @@ struct State {
     exited: bool,
 }
 
-/// The handle the server keeps: commands go in, reports come out.
-pub struct Control {
+/// What the server keeps of the front: commands go in, reports come out.
+pub struct Handle {
     wake: EventFd,
     state: Mutex<State>,
     changed: Condvar,
 }
 
-impl Control {
+impl Handle {
     fn command(&self, f: impl FnOnce(&mut State)) {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
         self.wake.notify();
@@ -190,15 +191,15 @@ pub struct Parts {
     pub max_connections: usize,
     /// Called once if every link to tiny_http is gone (the process cannot
     /// serve and must be restarted).
-    pub fatal: Box<dyn Fn(String) + Send>,
+    pub fatal: Box<dyn Fn(Fatal) + Send>,
 }
 
 /// Starts the front's thread.
 pub fn start(
     parts: Parts,
     registry: &Registry,
-) -> std::io::Result<(Arc<Control>, std::thread::JoinHandle<()>)> {
-    let control = Arc::new(Control {
+) -> std::io::Result<(Arc<Handle>, std::thread::JoinHandle<()>)> {
+    let control = Arc::new(Handle {
         wake: EventFd::new()?,
         state: Mutex::new(State::default()),
         changed: Condvar::new(),
@@ -319,8 +320,8 @@ struct Loop {
     fwd: Vec<u8>,
     /// What each read lands in first.
     scratch: Vec<u8>,
-    control: Arc<Control>,
-    fatal: Option<Box<dyn Fn(String) + Send>>,
+    control: Arc<Handle>,
+    fatal: Option<Box<dyn Fn(Fatal) + Send>>,
 }
 
 impl Loop {
@@ -804,7 +805,7 @@ impl Loop {
     }
 
     /// A link is out of step or gone: every request on it fails with 500.
-    fn link_failed(&mut self, i: usize, why: &str, now: Instant) {
+    fn link_failed(&mut self, i: usize, why: &'static str, now: Instant) {
         let link = &mut self.links[i];
         if !link.alive {
             return;
@@ -823,7 +824,7 @@ impl Loop {
         }
         if left == 0 {
             if let Some(fatal) = self.fatal.take() {
-                fatal(format!("every link to tiny_http failed (last: {why})"));
+                fatal(Fatal::LinksLost { last: why });
             }
         }
     }

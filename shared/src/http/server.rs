@@ -47,7 +47,7 @@ use prometheus::{IntCounter, Registry};
 
 use super::conn::Limits;
 use super::framing::{HeadLimits, MAX_HEADER_FIELDS};
-use super::front::{self, Control};
+use super::front::{self, Handle};
 use super::handlers::{handler_loop, App};
 use super::{sys, upstream, HttpConfig, RequestMetrics, Router};
 use crate::shutdown::Shutdown;
@@ -71,7 +71,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Server {
     app: Arc<App>,
     http: Arc<tiny_http::Server>,
-    control: Option<Arc<Control>>,
+    control: Option<Arc<Handle>>,
     front: Option<JoinHandle<()>>,
     addr: SocketAddr,
     /// The handler threads not joined yet.
@@ -168,10 +168,7 @@ impl Server {
                 pipeline_depth: cfg.pipeline_depth,
             },
             max_connections: cfg.max_connections,
-            fatal: Box::new(move |why: String| {
-                log::error!(reason = why.as_str(); "the server cannot serve; exiting so the orchestrator restarts us");
-                shutdown.fatal(why);
-            }),
+            fatal: Box::new(move |why| shutdown.fatal(why)),
         };
         let (control, front) = front::start(parts, registry)?;
         server.control = Some(control);
