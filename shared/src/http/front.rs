@@ -253,9 +253,12 @@ pub fn start(
 struct Link {
     stream: UnixStream,
     out: Vec<u8>,
+    /// Answers read: `inbuf[pos..end]` is unread. Its length is its room
+    /// (filled once, so a read never zeroes memory first); it grows only for
+    /// an answer longer than it.
     inbuf: Vec<u8>,
-    /// Where the next answer starts in `inbuf`.
     pos: usize,
+    end: usize,
     /// The requests on the link, oldest first: (slot, generation, HEAD).
     waiting: VecDeque<(u32, u32, bool)>,
     writable: bool,
@@ -267,8 +270,9 @@ impl Link {
         Link {
             stream,
             out: Vec::with_capacity(4096),
-            inbuf: Vec::with_capacity(16 * 1024),
+            inbuf: vec![0; 64 * 1024],
             pos: 0,
+            end: 0,
             waiting: VecDeque::new(),
             writable: true,
             alive: true,
@@ -725,41 +729,33 @@ impl Loop {
             if !link.alive {
                 return;
             }
-            if link.pos > 0 && link.pos == link.inbuf.len() {
-                link.inbuf.clear();
-                link.pos = 0;
+            if link.pos == link.end {
+                (link.pos, link.end) = (0, 0);
             }
-            let len = link.inbuf.len();
-            if link.inbuf.capacity() - len < 4096 {
-                if link.pos > 0 {
-                    link.inbuf.drain(..link.pos);
-                    link.pos = 0;
+            if link.inbuf.len() - link.end < 4096 {
+                // Move what is unread to the front; grow if it fills half.
+                link.inbuf.copy_within(link.pos..link.end, 0);
+                (link.pos, link.end) = (0, link.end - link.pos);
+                if link.end > link.inbuf.len() / 2 {
+                    let grown = link.inbuf.len() * 2;
+                    link.inbuf.resize(grown, 0);
                 }
-                link.inbuf.reserve(16 * 1024);
             }
-            let len = link.inbuf.len();
-            let cap = link.inbuf.capacity();
-            link.inbuf.resize(cap, 0);
-            let got = (&link.stream).read(&mut link.inbuf[len..]);
-            match got {
+            let end = link.end;
+            match (&link.stream).read(&mut link.inbuf[end..]) {
                 Ok(0) => {
-                    link.inbuf.truncate(len);
                     self.link_failed(i, "tiny_http closed its connection", now);
                     return;
                 }
                 Ok(n) => {
-                    link.inbuf.truncate(len + n);
+                    link.end += n;
                     if !self.deliver(i, now) {
                         return;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    link.inbuf.truncate(len);
-                    return;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => link.inbuf.truncate(len),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
-                    link.inbuf.truncate(len);
                     self.link_failed(i, "reading from tiny_http failed", now);
                     return;
                 }
@@ -773,13 +769,13 @@ impl Loop {
         loop {
             let link = &mut self.links[i];
             let Some(&(idx, gen, head_only)) = link.waiting.front() else {
-                if link.pos < link.inbuf.len() {
+                if link.pos < link.end {
                     self.link_failed(i, "tiny_http answered a request it was not sent", now);
                     return false;
                 }
                 return true;
             };
-            let buf = &link.inbuf[link.pos..];
+            let buf = &link.inbuf[link.pos..link.end];
             let head = match upstream::parse_answer(buf, head_only) {
                 Ok(Some(h)) if buf.len() >= h.head_len + h.body_len => h,
                 Ok(_) => return true,
