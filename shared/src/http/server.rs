@@ -513,8 +513,8 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
         log::Level::Info
     };
     // Only a request that will be logged pays for a copy of its path.
-    let shown: Option<String> =
-        log::log_enabled!(level).then(|| shown_path(framing::route_path(rq.url())));
+    let shown: Option<String> = log::log_enabled!(target: crate::logging::access_target(), level)
+        .then(|| shown_path(framing::route_path(rq.url())));
     let mut closed = false;
     match close {
         None => {
@@ -627,7 +627,7 @@ fn handle(app: &App, mut rq: tiny_http::Request) -> bool {
         }
     }
     if let Some(shown) = shown {
-        log::log!(level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = elapsed.as_secs_f64() * 1000.0; "request");
+        log::log!(target: crate::logging::access_target(), level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = crate::logging::millis(elapsed); "request");
     }
     closed
 }
