@@ -83,6 +83,16 @@ impl Worker {
         w
     }
 
+    /// [`Worker::start`] for a `LOG_LEVEL` that hides the "serving" line: on the port it was
+    /// given, once `/health` answers.
+    pub fn start_unlogged(env: &[(&str, &str)]) -> Worker {
+        let w = Worker(ServiceProcess::start_unlogged(&SPEC, env));
+        w.wait_until("the metrics port answers", Duration::from_secs(10), || {
+            w.get("/health").is_some()
+        });
+        w
+    }
+
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         get(self.port, path)
     }
