@@ -41,22 +41,9 @@ mod tests {
     /// each default it shows as a value is the one in force.
     #[test]
     fn the_table_is_what_is_read_and_its_defaults_hold() {
-        let env = Env::default();
-        let unset = Config::from_env(&env).unwrap();
-        let mut table: Vec<&str> = vars().iter().map(|v| v.name).collect();
-        table.sort_unstable();
-        assert_eq!(env.names_read(), table);
-        for v in vars().iter().filter(|v| v.default_is_a_value()) {
-            let set = Config::from_env(&Env::from_pairs([(v.name, v.default)]))
-                .unwrap_or_else(|e| panic!("{}={}: {e}", v.name, v.default));
-            assert_eq!(
-                format!("{set:?}"),
-                format!("{unset:?}"),
-                "{}={} is not the default",
-                v.name,
-                v.default
-            );
-        }
+        orion_shared::testing::check_var_table(&vars(), |env| {
+            Config::from_env(env).map(|c| format!("{c:?}"))
+        });
     }
 
     /// No variable of the API gives an empty value a meaning: each is refused.

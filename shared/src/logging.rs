@@ -387,15 +387,19 @@ mod tests {
         assert!(ts.ends_with('Z') && ts.len() == 24, "{ts}");
     }
 
-    /// The text a line gives a field of value `v`.
-    fn field_text(v: f64) -> String {
-        let kvs: &[(&str, log::kv::Value)] = &[("duration_ms", v.into())];
+    /// The line of an info record "m" with `kvs`.
+    fn line_of(kvs: &[(&str, log::kv::Value)]) -> String {
         let record = log::Record::builder()
             .args(format_args!("m"))
             .level(log::Level::Info)
             .key_values(&kvs)
             .build();
-        let line = format_line("api", "dev", &record);
+        format_line("api", "dev", &record)
+    }
+
+    /// The text a line gives a field of value `v`.
+    fn field_text(v: f64) -> String {
+        let line = line_of(&[("duration_ms", v.into())]);
         let tail = line.split_once("\"duration_ms\":").unwrap().1;
         tail.strip_suffix("}\n").unwrap().to_string()
     }
@@ -518,12 +522,7 @@ mod tests {
             ("nan", f64::NAN.into()),
             ("s", "x\ny".into()),
         ];
-        let record = log::Record::builder()
-            .args(format_args!("m"))
-            .level(log::Level::Info)
-            .key_values(&kvs)
-            .build();
-        let line = format_line("api", "dev", &record);
+        let line = line_of(kvs);
         let tail = line.split_once(",\"environment\":\"dev\"").unwrap().1;
         assert_eq!(
             tail,

@@ -391,16 +391,6 @@ mod tests {
 
     #[test]
     fn help_lists_every_variable_and_the_exit_codes() {
-        let text = help();
-        for v in config::vars() {
-            assert!(
-                text.contains(&format!("  {} [{}]", v.name, v.default)),
-                "{} missing:\n{text}",
-                v.name
-            );
-        }
-        for code in ["  0 ", "  1 ", "  2 ", "  130 "] {
-            assert!(text.contains(code), "exit code {code:?} missing:\n{text}");
-        }
+        orion_shared::testing::assert_help_lists(&help(), &config::vars());
     }
 }

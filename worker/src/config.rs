@@ -255,21 +255,8 @@ mod tests {
     /// each default it shows is the one in force.
     #[test]
     fn the_table_is_what_is_read_and_its_defaults_hold() {
-        let env = Env::default();
-        let unset = WorkerConfig::from_env(&env).unwrap();
-        let mut table: Vec<&str> = vars().iter().map(|v| v.name).collect();
-        table.sort_unstable();
-        assert_eq!(env.names_read(), table);
-        for v in vars().iter().filter(|v| v.default_is_a_value()) {
-            let set = WorkerConfig::from_env(&Env::from_pairs([(v.name, v.default)]))
-                .unwrap_or_else(|e| panic!("{}={}: {e}", v.name, v.default));
-            assert_eq!(
-                format!("{set:?}"),
-                format!("{unset:?}"),
-                "{}={} is not the default",
-                v.name,
-                v.default
-            );
-        }
+        orion_shared::testing::check_var_table(&vars(), |env| {
+            WorkerConfig::from_env(env).map(|c| format!("{c:?}"))
+        });
     }
 }

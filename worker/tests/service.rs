@@ -374,20 +374,11 @@ fn documented_log_level_example_shows_job_and_request_lines() {
     assert!(w.log_with("serving /health, /ready and /metrics").is_none());
     let lines = w.stdout_lines();
     let mut durations = 0;
-    for line in &lines {
-        let Some((_, rest)) = line.split_once("\"duration_ms\":") else {
-            continue;
-        };
-        let raw = rest.split([',', '}']).next().unwrap();
-        let (int, frac) = raw.split_once('.').unwrap_or((raw, ""));
-        assert!(
-            int.bytes().all(|b| b.is_ascii_digit()) && !int.is_empty(),
-            "{line}"
-        );
-        assert!(
-            (1..=3).contains(&frac.len()) && frac.bytes().all(|b| b.is_ascii_digit()),
-            "{line}"
-        );
+    for raw in lines
+        .iter()
+        .filter_map(|l| common::raw_number(l, "duration_ms"))
+    {
+        common::assert_millis_text(raw);
         durations += 1;
     }
     assert!(
@@ -465,22 +456,7 @@ fn version_and_help() {
     }
     // Every variable the configuration reads (the table a unit test compares with what is
     // read), and the exit codes.
-    for var in orion_worker::config::vars() {
-        assert!(
-            text.contains(&format!("\n  {} [{}]", var.name, var.default)),
-            "{} missing:\n{text}",
-            var.name
-        );
-    }
-    let codes = text.split_once("Exit codes:\n").expect("no exit codes").1;
-    for code in ["0", "1", "2", "130"] {
-        assert!(
-            codes
-                .lines()
-                .any(|l| l.trim_start().starts_with(&format!("{code} "))),
-            "exit code {code} missing:\n{text}"
-        );
-    }
+    common::assert_help_lists(&text, &orion_worker::config::vars());
     let bad = run(&["frobnicate"], &[]);
     assert_eq!(bad.status.code(), Some(2));
 }

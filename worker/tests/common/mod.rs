@@ -47,7 +47,10 @@ pub fn run_timeout(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Ou
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use orion_shared::http::sys::limit_child_open_files;
 #[allow(unused_imports)] // each test binary uses its own subset
-pub use orion_shared::testing::{free_port, sample, ServiceProcess, ServiceSpec};
+pub use orion_shared::testing::{
+    assert_help_lists, assert_millis_text, free_port, raw_number, sample, ServiceProcess,
+    ServiceSpec,
+};
 
 /// How the worker is started and says it listens.
 pub const SPEC: ServiceSpec<'static> = ServiceSpec {
