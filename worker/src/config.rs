@@ -51,8 +51,9 @@ pub const WORKER_VARS: &[Var] = &[
         name: "TZ",
         default: DEFAULT_ZONE,
         meaning: "IANA zone the schedule is read in (Europe/Berlin)",
-        // tzset(3): "If the TZ variable does appear in the environment, but its value is
-        // empty, ... Coordinated Universal Time (UTC) is used": what every C program does.
+        // What C programs do: tzset(3) (FreeBSD: "If TZ appears in the environment but its
+        // value is a null string, Coordinated Universal Time (UTC) is used"; the glibc manual,
+        // "TZ Variable": "when the value of TZ is the empty string, the GNU C Library uses UTC").
         empty: Some("UTC, as in tzset(3)"),
     },
     Var {
