@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use prometheus::Registry;
 
-use crate::config::{environment, ConfigError, Env, EXIT_CONFIG};
-use crate::http::{HttpConfig, RequestMetrics, Router, Server};
-use crate::logging::validate_filter;
+use crate::config::{environment, error_line, ConfigError, Env, Var, EXIT_CONFIG};
+use crate::http::{HttpConfig, RequestMetrics, Router, Server, HTTP_VARS};
+use crate::logging::{validate_filter, LOG_LEVEL_EXPECTED};
 use crate::shutdown::{Event, Fatal, Shutdown};
 
 /// How long handler threads may take to return once unblocked. They are
@@ -130,7 +130,7 @@ pub fn serve(common: &CommonConfig, spec: Spec, build: impl FnOnce(&Context) -> 
     let nofile = match open_files_budget(&common.http) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("{}: configuration error: {e}", spec.binary);
+            eprintln!("{}", error_line(spec.binary, &e));
             return EXIT_CONFIG;
         }
     };
@@ -310,11 +310,56 @@ pub struct CommonConfig {
     pub http: HttpConfig,
 }
 
+/// The variables [`CommonConfig::from_env`] reads besides the serving
+/// layer's ([`crate::http::HTTP_VARS`]).
+pub const COMMON_VARS: &[Var] = &[
+    Var {
+        name: "NODE_ENV",
+        default: "development",
+        meaning: "environment name in logs, /health and / (wins over APP_ENV)",
+        empty: None,
+    },
+    Var {
+        name: "APP_ENV",
+        default: "development",
+        meaning: "the same, when NODE_ENV is unset",
+        empty: None,
+    },
+    Var {
+        name: "LOG_LEVEL",
+        default: "info",
+        meaning: "off|error|warn|info|debug|trace, or directives: warn,orion_api=debug",
+        empty: None,
+    },
+    Var {
+        name: "SHUTDOWN_DELAY",
+        default: "0s",
+        meaning: "after SIGTERM, keep serving with /ready at 503 this long (0s-5m)",
+        empty: None,
+    },
+    Var {
+        name: "SHUTDOWN_TIMEOUT",
+        default: "10s",
+        meaning: "then wait this long for requests or the job in flight (0s-1h)",
+        empty: None,
+    },
+];
+
+/// Every variable [`CommonConfig::from_env`] reads: [`COMMON_VARS`] then
+/// [`crate::http::HTTP_VARS`].
+pub fn common_vars() -> Vec<Var> {
+    COMMON_VARS.iter().chain(HTTP_VARS).copied().collect()
+}
+
 impl CommonConfig {
     pub fn from_env(env: &Env) -> Result<CommonConfig, ConfigError> {
-        let log_level = env.string("LOG_LEVEL", "info");
-        validate_filter(&log_level)
-            .map_err(|why| ConfigError::new("LOG_LEVEL", &log_level, why))?;
+        let log_level = env
+            .text("LOG_LEVEL", LOG_LEVEL_EXPECTED)?
+            .unwrap_or("info")
+            .to_string();
+        validate_filter(&log_level).map_err(|why| {
+            ConfigError::new("LOG_LEVEL", env.raw("LOG_LEVEL").unwrap_or(""), why)
+        })?;
         Ok(CommonConfig {
             environment: environment(env)?,
             log_level,
@@ -344,5 +389,17 @@ mod tests {
         assert_eq!(e.var, "LOG_LEVEL");
         let env = Env::from_pairs([("LOG_LEVEL", "warn,orion_api=debug")]);
         assert!(CommonConfig::from_env(&env).is_ok());
+        let env = Env::from_pairs([("LOG_LEVEL", "")]);
+        let e = CommonConfig::from_env(&env).unwrap_err();
+        assert!(e.var == "LOG_LEVEL" && e.empty, "{e}");
+    }
+
+    #[test]
+    fn the_table_is_what_is_read() {
+        let env = Env::default();
+        CommonConfig::from_env(&env).unwrap();
+        let mut table: Vec<&str> = common_vars().iter().map(|v| v.name).collect();
+        table.sort_unstable();
+        assert_eq!(env.names_read(), table);
     }
 }

@@ -7,7 +7,9 @@ use orion_shared::http::{HttpConfig, Reply, RequestMetrics, Router, Server};
 use orion_shared::shutdown::Shutdown;
 
 // The services' test helpers, compiled into this test too (the `testing`
-// feature is enabled only through the services' dev-dependencies).
+// feature is enabled only through the services' dev-dependencies); they
+// name `crate::config`.
+use orion_shared::config;
 #[allow(dead_code)]
 #[path = "../src/testing.rs"]
 mod testing;

@@ -20,6 +20,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use orion_shared::logging::{millis, seconds};
 
 use crate::clock::Clock;
 use crate::health::Health;
@@ -219,10 +220,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
 impl Scheduler {
     pub fn new(
         schedule: Schedule,
@@ -266,7 +263,7 @@ impl Scheduler {
             saffron = self.schedule.saffron(),
             next_run = next_text.as_str(),
             run_on_start = self.settings.run_on_start,
-            job_timeout_s = self.settings.job_timeout.as_secs_f64();
+            job_timeout_s = seconds(self.settings.job_timeout);
             "worker started"
         );
         if let Some(n) = next {
@@ -486,7 +483,7 @@ impl Scheduler {
                 stop_deadline = Some(now + self.settings.shutdown_timeout);
                 log::info!(
                     run = id,
-                    shutdown_timeout_s = self.settings.shutdown_timeout.as_secs_f64();
+                    shutdown_timeout_s = seconds(self.settings.shutdown_timeout);
                     "stopping: waiting for the running job to finish"
                 );
             }
@@ -501,7 +498,7 @@ impl Scheduler {
                 log::error!(
                     run = id,
                     scheduled = rfc3339(scheduled).as_str(),
-                    job_timeout_s = self.settings.job_timeout.as_secs_f64();
+                    job_timeout_s = seconds(self.settings.job_timeout);
                     "job failed: timed out; abandoned"
                 );
                 return stop_deadline.map(|_| Exit::RunAbandoned);
@@ -511,7 +508,7 @@ impl Scheduler {
                 cancel.cancel();
                 log::warn!(
                     run = id,
-                    running_for_s = now.saturating_sub(started_mono).as_secs_f64();
+                    running_for_s = seconds(now.saturating_sub(started_mono));
                     "stopping: shutdown timeout reached; abandoning the running job"
                 );
                 return Some(Exit::RunAbandoned);

@@ -3,7 +3,48 @@
 
 use std::time::Duration;
 
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, Var};
+
+/// The variables [`HttpConfig::from_env`] reads, for `--help` (each
+/// binary's table, and the tests that compare it with what is read).
+pub const HTTP_VARS: &[Var] = &[
+    Var {
+        name: "HTTP_THREADS",
+        default: "(CPUs, 2-16)",
+        meaning: "handler threads (1-256); as many links to tiny_http, at most 16",
+        empty: None,
+    },
+    Var {
+        name: "HTTP_HEADER_TIMEOUT",
+        default: "10s",
+        meaning: "time to send a complete request head, else 408 (100ms-1h)",
+        empty: None,
+    },
+    Var {
+        name: "HTTP_IDLE_TIMEOUT",
+        default: "75s",
+        meaning: "an idle keep-alive connection is closed after this (100ms-1h)",
+        empty: None,
+    },
+    Var {
+        name: "HTTP_MAX_CONNECTIONS",
+        default: "512",
+        meaning: "cap on open connections (1-100000; open files >= 1 per + 2 per link + 64)",
+        empty: None,
+    },
+    Var {
+        name: "HTTP_SEND_TIMEOUT",
+        default: "10s",
+        meaning: "a peer that takes no response byte this long is reset (100ms-1h)",
+        empty: None,
+    },
+    Var {
+        name: "HTTP_PIPELINE_DEPTH",
+        default: "16",
+        meaning: "requests a client may leave waiting behind an unread answer (1-1024)",
+        empty: None,
+    },
+];
 
 /// Settings of the serving layer (all from the environment).
 #[derive(Debug, Clone)]
@@ -65,36 +106,27 @@ fn default_threads() -> usize {
 impl HttpConfig {
     pub fn from_env(env: &Env) -> Result<HttpConfig, ConfigError> {
         let d = HttpConfig::default();
-        let hour = Duration::from_secs(3600);
-        let cfg = HttpConfig {
+        let (least, hour) = (Duration::from_millis(100), Duration::from_secs(3600));
+        Ok(HttpConfig {
             threads: env.int("HTTP_THREADS", d.threads as u64, 1, 256)? as usize,
-            header_timeout: env.duration("HTTP_HEADER_TIMEOUT", d.header_timeout, hour)?,
-            idle_timeout: env.duration("HTTP_IDLE_TIMEOUT", d.idle_timeout, hour)?,
+            header_timeout: env.duration_in(
+                "HTTP_HEADER_TIMEOUT",
+                d.header_timeout,
+                least,
+                hour,
+            )?,
+            idle_timeout: env.duration_in("HTTP_IDLE_TIMEOUT", d.idle_timeout, least, hour)?,
             max_connections: env.int(
                 "HTTP_MAX_CONNECTIONS",
                 d.max_connections as u64,
                 1,
                 100_000,
             )? as usize,
-            send_timeout: env.duration("HTTP_SEND_TIMEOUT", d.send_timeout, hour)?,
+            send_timeout: env.duration_in("HTTP_SEND_TIMEOUT", d.send_timeout, least, hour)?,
             pipeline_depth: env.int("HTTP_PIPELINE_DEPTH", d.pipeline_depth as u64, 1, 1024)?
                 as usize,
             ..d
-        };
-        for (name, v) in [
-            ("HTTP_HEADER_TIMEOUT", cfg.header_timeout),
-            ("HTTP_IDLE_TIMEOUT", cfg.idle_timeout),
-            ("HTTP_SEND_TIMEOUT", cfg.send_timeout),
-        ] {
-            if v < Duration::from_millis(100) {
-                return Err(ConfigError::new(
-                    name,
-                    env.raw(name).unwrap_or(""),
-                    "a duration of at least 100ms",
-                ));
-            }
-        }
-        Ok(cfg)
+        })
     }
 
     /// Unix connections from the front to tiny_http: one per handler

@@ -102,7 +102,8 @@ fn handle(app: &App, rq: tiny_http::Request) {
         log::Level::Info
     };
     // Only a request that will be logged pays for a copy of its path.
-    let shown: Option<String> = log::log_enabled!(level).then(|| shown_path(route_path(rq.url())));
+    let shown: Option<String> = log::log_enabled!(target: crate::logging::access_target(), level)
+        .then(|| shown_path(route_path(rq.url())));
     let mut response = Response::from_data(reply.body)
         .with_status_code(status)
         // Content-Length always: the front reads answers by their length.
@@ -138,7 +139,7 @@ fn handle(app: &App, rq: tiny_http::Request) {
         }
     }
     if let Some(shown) = shown {
-        log::log!(level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = elapsed.as_secs_f64() * 1000.0; "request");
+        log::log!(target: crate::logging::access_target(), level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = crate::logging::millis(elapsed); "request");
     }
 }
 

@@ -43,7 +43,7 @@ pub mod sys;
 pub mod upstream;
 
 pub use close::CloseReason;
-pub use config::HttpConfig;
+pub use config::{HttpConfig, HTTP_VARS};
 pub use reply::{reason_phrase, Reply};
 pub use request_metrics::{RequestMetrics, DURATION_BUCKETS};
 pub use router::{Route, Router};
