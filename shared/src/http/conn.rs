@@ -482,6 +482,10 @@ impl Conn {
         self.phase = Phase::Head;
         self.since = now;
         self.got_bytes = !self.inbuf.is_empty();
+        // A large head's buffer is not kept by an idle connection.
+        if !self.got_bytes && self.inbuf.capacity() > 4096 {
+            self.inbuf = Vec::new();
+        }
         self.answered = true;
         self.head_only = false;
         self.keep_alive_10 = false;
