@@ -2,6 +2,8 @@
 //! `--version` and `--help`.
 #![forbid(unsafe_code)]
 
+use orion_shared::config::{exit_on_error, render_vars, Env, EXIT_CODES_HELP, EXIT_CONFIG};
+
 /// mimalloc instead of musl's allocator. musl's malloc serialises every
 /// allocation and free of every thread on one lock, and tiny_http allocates a
 /// lot per request on two threads (the connection's and a handler's): under
@@ -11,43 +13,64 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const HELP: &str = "\
-orion-api — the Orion HTTP API
+const BINARY: &str = "orion-api";
 
-USAGE:
-    orion-api                 run the service (configured by environment variables)
-    orion-api healthcheck     GET http://127.0.0.1:$PORT/health; exit 0 if 200, else 1 (within 2 s)
-    orion-api --version       print version and commit
-    orion-api --help          print this help
+const USAGE: &str = "\
+orion-api: the Orion HTTP API (/health, /ready, /, /metrics on PORT).
 
-ENVIRONMENT (defaults in brackets):
-    PORT [8000]  NODE_ENV|APP_ENV [development]  LOG_LEVEL [info]
-    SHUTDOWN_DELAY [0s]  SHUTDOWN_TIMEOUT [10s]
-    HTTP_THREADS [CPUs, 2-16]  HTTP_HEADER_TIMEOUT [10s]  HTTP_IDLE_TIMEOUT [75s]
-    HTTP_MAX_CONNECTIONS [512]  HTTP_SEND_TIMEOUT [10s]  HTTP_PIPELINE_DEPTH [16]
+Usage:
+  orion-api                 run the service (configured by the environment below)
+  orion-api healthcheck     exit 0 if http://127.0.0.1:$PORT/health answers 200
+                            within 2 s, else 1 (for images without curl or wget)
+  orion-api --version | -V  print version and commit
+  orion-api --help | -h     print this help
+A command takes no other arguments than these.
+
 ";
 
+/// Read by the allocator itself, before `main`, unvalidated.
+const ALLOCATOR_VARS: &str =
+    "  The allocator also reads mimalloc's own MIMALLOC_* options, unchecked; leave them unset.\n";
+
+/// `--help`: the usage, every variable the API reads (from [`orion_api::config::vars`], the
+/// table its configuration is tested against) and the exit codes.
+fn help() -> String {
+    format!(
+        "{USAGE}{}{ALLOCATOR_VARS}\n{EXIT_CODES_HELP}",
+        render_vars(&orion_api::config::vars())
+    )
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
-        None => orion_api::run(),
-        Some("--version" | "-V" | "version") => {
-            println!("{}", orion_shared::build_info::version_line("orion-api"));
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let Some((command, rest)) = args.split_first() else {
+        std::process::exit(orion_api::run());
+    };
+    let usage_error = |why: String| -> ! {
+        eprintln!("{BINARY}: usage error: {why}; see '{BINARY} --help'");
+        std::process::exit(EXIT_CONFIG);
+    };
+    if let Some(extra) = rest.first() {
+        usage_error(format!("unexpected argument {extra:?} after {command}"));
+    }
+    let code = match command.as_str() {
+        "--version" | "-V" | "version" => {
+            println!("{}", orion_shared::build_info::version_line(BINARY));
             0
         }
-        Some("--help" | "-h" | "help") => {
-            print!("{HELP}");
+        "--help" | "-h" | "help" => {
+            print!("{}", help());
             0
         }
-        Some("healthcheck") => {
-            let env = orion_shared::config::Env::from_process();
-            let port = orion_shared::config::exit_on_error("orion-api", env.port("PORT", 8000));
+        "healthcheck" => {
+            let env = Env::from_process();
+            let port = exit_on_error(BINARY, env.port("PORT", orion_api::config::DEFAULT_PORT));
             orion_shared::healthcheck::run(port, "/health")
         }
-        Some(other) => {
-            eprintln!("orion-api: unknown argument {other:?}; see --help");
-            2
-        }
+        other => usage_error(format!("unknown command {other:?}")),
     };
     std::process::exit(code);
 }

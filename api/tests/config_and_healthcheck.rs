@@ -1,20 +1,37 @@
-//! Invalid configuration exits 2 with one line naming the variable; the
-//! healthcheck subcommand's exit codes.
+//! Invalid configuration (empty included) exits 2 with one line naming the
+//! variable; a command with extra arguments exits 2; `--help` lists every
+//! variable and the exit codes; the documented `LOG_LEVEL` examples show the
+//! request lines; the healthcheck subcommand's exit codes.
 mod common;
 
 use std::net::TcpListener;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
+    run_args(&[], env)
+}
+
+/// The binary with `args` and only `env`: exit code, stderr, time taken. A
+/// process still running after 5 s (a bad value wrongly accepted, so the
+/// service started) is killed: code `None`.
+fn run_args(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
     let start = Instant::now();
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
+        .args(args)
         .env_clear()
         .envs(env.iter().copied())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -62,6 +79,144 @@ fn invalid_env_exits_2_with_one_line_naming_the_variable() {
         assert!(lines[0].contains("expected"), "{stderr}");
         assert!(took < Duration::from_secs(2));
     }
+}
+
+/// An empty value (or blanks) is refused like any bad value, for every
+/// variable `--help` lists, so an empty ConfigMap entry cannot silently mean
+/// the default; the healthcheck's `PORT` too.
+#[test]
+fn empty_values_exit_2_naming_the_variable() {
+    let vars = orion_api::config::vars();
+    assert!(vars.len() >= 12, "{vars:?}");
+    for var in vars {
+        for value in ["", "   "] {
+            let port = free_port().to_string();
+            let mut env = vec![(var.name, value)];
+            if var.name != "PORT" {
+                // A value wrongly accepted starts the service on a free port
+                // (killed after 5 s: no exit code).
+                env.push(("PORT", &port));
+            }
+            let (code, stderr, took) = run_with(&env);
+            assert_eq!(code, Some(2), "{}={value:?}: {stderr}", var.name);
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{stderr}");
+            let start = format!(
+                "orion-api: configuration error: invalid {}={value:?}: empty; set a value or unset it for the default (expected ",
+                var.name
+            );
+            assert!(lines[0].starts_with(&start), "{stderr}");
+            assert!(took < Duration::from_secs(2));
+        }
+    }
+    let (code, stderr, _) = run_args(&["healthcheck"], &[("PORT", "")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("invalid PORT=\"\": empty"), "{stderr}");
+}
+
+/// Every command takes no extra argument: `healthcheck extra` is a usage
+/// error (exit 2, one line naming it), not a healthcheck.
+#[test]
+fn commands_with_extra_arguments_exit_2() {
+    for args in [
+        ["healthcheck", "extra"],
+        ["--version", "extra"],
+        ["--help", "extra"],
+        ["-h", "extra"],
+    ] {
+        let out = Command::new(BIN).args(args).env_clear().output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "orion-api: usage error: unexpected argument \"extra\" after {}; see 'orion-api --help'\n",
+                args[0]
+            )
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let (code, stderr, _) = run_args(&["--bogus"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown command \"--bogus\""), "{stderr}");
+}
+
+/// `--help` lists every variable the configuration reads (the table a unit
+/// test compares with what is read) and the exit codes.
+#[test]
+fn help_lists_every_variable_and_the_exit_codes() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    orion_shared::testing::assert_help_lists(&text, &orion_api::config::vars());
+    for name in [
+        "HTTP_SEND_TIMEOUT",
+        "HTTP_PIPELINE_DEPTH",
+        "PORT",
+        "LOG_LEVEL",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+}
+
+/// The request lines of `lines`, parsed, with the raw text of their `duration_ms`.
+fn request_lines(lines: &[String]) -> Vec<(serde_json::Value, String)> {
+    lines
+        .iter()
+        .filter(|l| l.contains("\"message\":\"request\""))
+        .map(|l| {
+            let raw = orion_shared::testing::raw_number(l, "duration_ms").unwrap();
+            (serde_json::from_str(l).unwrap(), raw.to_string())
+        })
+        .collect()
+}
+
+/// The configuration reference's `LOG_LEVEL` examples, on the real binary:
+/// `warn,orion_api=debug` shows every request line of the API (probes at
+/// debug too) and nothing at info from elsewhere; `warn,orion_api::access=info`
+/// shows requests but not probes. `duration_ms` has at most three decimals.
+#[test]
+fn documented_log_level_examples_show_the_request_lines() {
+    let mut api = Api::start_unlogged(&[("LOG_LEVEL", "warn,orion_api=debug")]);
+    api.get("/");
+    api.get("/health");
+    let lines = api.stop_and_collect();
+    let requests = request_lines(&lines);
+    for route in ["/", "/health"] {
+        assert!(
+            requests
+                .iter()
+                .any(|(v, _)| v["route"] == route && v["status"] == 200),
+            "no request line for {route}:\n{}",
+            lines.join("\n")
+        );
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("\"message\":\"api listening\"")),
+        "info from orion_shared shown:\n{}",
+        lines.join("\n")
+    );
+    for (_, raw) in &requests {
+        orion_shared::testing::assert_millis_text(raw);
+    }
+
+    let mut api = Api::start_unlogged(&[("LOG_LEVEL", "warn,orion_api::access=info")]);
+    api.get("/");
+    api.get("/health");
+    let lines = api.stop_and_collect();
+    let requests = request_lines(&lines);
+    assert!(
+        requests.iter().any(|(v, _)| v["route"] == "/"),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        !requests.iter().any(|(v, _)| v["route"] == "/health"),
+        "a probe logged at info:\n{}",
+        lines.join("\n")
+    );
 }
 
 /// Runs the binary under a hard open-files limit of `nofile` (so the result

@@ -1,11 +1,11 @@
 //! Code both Orion services use: configuration, JSON logging, the metrics
-//! registry, the tiny_http serving layer with its connection guard, shutdown
+//! registry, the serving layer (a front that owns TCP, tiny_http behind it), shutdown
 //! signalling, build information and the self-healthcheck.
 //!
 //! Modules depend on each other in one direction only: `config`,
 //! `build_info`, `decimal` and `shutdown` are leaves; `logging` uses
-//! `decimal`; `metrics` uses `build_info`; `http` uses `config`, `decimal`,
-//! `metrics` and `shutdown`; `service`
+//! `decimal`; `metrics` uses `build_info`; `http` uses `config`, `metrics`
+//! and `shutdown`; `service`
 //! (the settings every service reads, and `serve`: the lifecycle both run)
 //! sits on top of all of them.
 //!

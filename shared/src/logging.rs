@@ -7,25 +7,30 @@
 //! message still give one valid JSON object per line.
 //!
 //! `LOG_LEVEL` takes env_logger's directive syntax (`info`,
-//! `warn,orion_api=debug`). env_logger is built without its default features:
+//! `warn,orion_api=debug`), which matches targets by prefix; request lines
+//! are logged under the service's own `orion_api::access` /
+//! `orion_worker::access` ([`access_target`]). env_logger is built without its default features:
 //! its regex filter alone adds about 1 MB to a static binary, and a `/filter`
 //! suffix then matches as a plain substring.
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::kv::{Key, Value, VisitSource};
+
+/// What `LOG_LEVEL` accepts, every form.
+pub const LOG_LEVEL_EXPECTED: &str = "a level (off, error, warn, info, debug or trace; any case) \
+or comma-separated directives LEVEL or TARGET=LEVEL, like warn,orion_api=debug";
 
 /// Checks a `LOG_LEVEL` value before it is used. env_logger silently treats
 /// an unknown bare word as a module name (so `loud` would mean "log
 /// everything from a module called loud" and nothing else); we refuse it.
 pub fn validate_filter(spec: &str) -> Result<(), String> {
-    const EXPECTED: &str =
-        "off, error, warn, info, debug or trace, or directives like warn,orion_api=debug";
     let spec = spec.split('/').next().unwrap_or("");
     if spec.trim().is_empty() {
-        return Err(EXPECTED.to_string());
+        return Err(LOG_LEVEL_EXPECTED.to_string());
     }
     for directive in spec.split(',').map(str::trim) {
         if directive.is_empty() {
@@ -41,22 +46,69 @@ pub fn validate_filter(spec: &str) -> Result<(), String> {
                     !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 });
             if !valid_module {
-                return Err(EXPECTED.to_string());
+                return Err(LOG_LEVEL_EXPECTED.to_string());
             }
         }
         if level.parse::<log::LevelFilter>().is_err() {
-            return Err(EXPECTED.to_string());
+            return Err(LOG_LEVEL_EXPECTED.to_string());
         }
     }
     Ok(())
 }
 
+/// Where request lines go when [`init`] has not named the service.
+const ACCESS_FALLBACK: &str = "orion::access";
+
+/// The target request lines are logged under, set by [`init`].
+static ACCESS_TARGET: OnceLock<String> = OnceLock::new();
+
+/// The target of a service's request lines: `<its crate>::access`
+/// (`orion_api::access`, `orion_worker::access`). `LOG_LEVEL` filters by
+/// target prefix, so the documented `warn,orion_api=debug` ("the API at
+/// debug, the rest at warn") includes the API's request lines, and
+/// `orion_api::access=warn` keeps only the 5xx ones. The serving layer
+/// lives in `orion_shared`; logged under its module path, the request
+/// lines would answer to neither.
+pub fn access_target_for(service: &str) -> String {
+    format!("orion_{service}::access")
+}
+
+/// The target the serving layer logs request lines under (pass it to
+/// `log!(target: ...)` and to `log_enabled!(target: ...)` alike):
+/// [`access_target_for`] the service [`init`] was given.
+pub fn access_target() -> &'static str {
+    ACCESS_TARGET.get().map_or(ACCESS_FALLBACK, String::as_str)
+}
+
+/// A duration in milliseconds to the microsecond, as `duration_ms` is
+/// logged: a JSON number with at most three decimals (`0.055`, `12.5`,
+/// `1500.0`), never the binary noise of `as_secs_f64() * 1000.0`
+/// (`0.055392000000000004`). The f64 nearest a number of microseconds over
+/// 1000 is written back as exactly that decimal (shortest round-trip form).
+pub fn millis(d: Duration) -> f64 {
+    let micros = d.as_nanos().saturating_add(500) / 1000;
+    (micros.min(1 << 53) as f64) / 1000.0
+}
+
+/// A duration in seconds to the millisecond (`10.0`, `0.25`), for the
+/// `*_s` fields, with at most three decimals likewise.
+pub fn seconds(d: Duration) -> f64 {
+    let ms = d.as_nanos().saturating_add(500_000) / 1_000_000;
+    (ms.min(1 << 53) as f64) / 1000.0
+}
+
 /// Installs the JSON logger. Call once, after the config is validated.
 pub fn init(service: &'static str, environment: &str, filter: &str) {
     let environment = environment.to_string();
+    let _ = ACCESS_TARGET.set(access_target_for(service));
     let mut builder = env_logger::Builder::new();
     builder
         .parse_filters(filter)
+        // tiny_http logs one thing we act on ourselves: the end of its
+        // accept loop, which the front causes on purpose at start
+        // (http/server.rs, "seals"); at error level it would page whoever
+        // alerts on error lines.
+        .filter_module("tiny_http", log::LevelFilter::Off)
         .target(env_logger::Target::Stdout)
         .format(move |buf, record| {
             // One buffer per thread, reused: a line costs no allocation.
@@ -340,9 +392,72 @@ mod tests {
         assert!(ts.ends_with('Z') && ts.len() == 24, "{ts}");
     }
 
+    /// The line of an info record "m" with `kvs`.
+    fn line_of(kvs: &[(&str, log::kv::Value)]) -> String {
+        let record = log::Record::builder()
+            .args(format_args!("m"))
+            .level(log::Level::Info)
+            .key_values(&kvs)
+            .build();
+        format_line("api", "dev", &record)
+    }
+
+    /// The text a line gives a field of value `v`.
+    fn field_text(v: f64) -> String {
+        let line = line_of(&[("duration_ms", v.into())]);
+        let tail = line.split_once("\"duration_ms\":").unwrap().1;
+        tail.strip_suffix("}\n").unwrap().to_string()
+    }
+
+    #[test]
+    fn durations_are_written_to_the_microsecond() {
+        // The line that was `0.055392000000000004` before.
+        assert_eq!(field_text(millis(Duration::from_nanos(55_392))), "0.055");
+        assert_eq!(field_text(millis(Duration::from_nanos(55_500))), "0.056");
+        assert_eq!(field_text(millis(Duration::ZERO)), "0.0");
+        assert_eq!(field_text(millis(Duration::from_millis(1500))), "1500.0");
+        assert_eq!(
+            field_text(millis(Duration::from_micros(12_345_678))),
+            "12345.678"
+        );
+        assert_eq!(field_text(seconds(Duration::from_millis(300_000))), "300.0");
+        assert_eq!(
+            field_text(seconds(Duration::from_nanos(10_000_123_456))),
+            "10.0"
+        );
+        assert_eq!(field_text(seconds(Duration::from_micros(250_600))), "0.251");
+        // Every microsecond count written as that decimal: digits, a point,
+        // at most three decimals, and exactly the value.
+        let mut n: u64 = 1;
+        for i in 0..20_000u64 {
+            // Small counts all, then a spread up to about a day.
+            let micros = if i < 5_000 { i } else { n % 86_400_000_000 };
+            n = n
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let text = field_text(millis(Duration::from_nanos(micros * 1000 + 499)));
+            let (int, frac) = text.split_once('.').unwrap_or_else(|| panic!("{text}"));
+            assert!(
+                int.bytes().all(|b| b.is_ascii_digit()) && !int.is_empty(),
+                "{text}"
+            );
+            assert!(
+                (1..=3).contains(&frac.len()) && frac.bytes().all(|b| b.is_ascii_digit()),
+                "{text}"
+            );
+            let scaled = format!("{int}{frac:0<3}").parse::<u64>().unwrap();
+            assert_eq!(scaled, micros, "{text}");
+        }
+    }
+
+    #[test]
+    fn request_lines_have_the_services_target() {
+        assert_eq!(access_target_for("api"), "orion_api::access");
+        assert_eq!(access_target_for("worker"), "orion_worker::access");
+    }
+
     #[test]
     fn timestamps_are_what_chrono_writes() {
-        use std::time::Duration;
         let mut times = vec![UNIX_EPOCH, SystemTime::now()];
         // Second and millisecond edges, leap days, far years, before 1970.
         for secs in [
@@ -412,12 +527,7 @@ mod tests {
             ("nan", f64::NAN.into()),
             ("s", "x\ny".into()),
         ];
-        let record = log::Record::builder()
-            .args(format_args!("m"))
-            .level(log::Level::Info)
-            .key_values(&kvs)
-            .build();
-        let line = format_line("api", "dev", &record);
+        let line = line_of(kvs);
         let tail = line.split_once(",\"environment\":\"dev\"").unwrap().1;
         assert_eq!(
             tail,

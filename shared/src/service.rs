@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use prometheus::Registry;
 
-use crate::config::{environment, ConfigError, Env, EXIT_CONFIG};
-use crate::http::{HttpConfig, RequestMetrics, Router, Server};
-use crate::logging::validate_filter;
-use crate::shutdown::{Event, Shutdown};
+use crate::config::{environment, error_line, ConfigError, Env, Var, EXIT_CONFIG};
+use crate::http::{HttpConfig, RequestMetrics, Router, Server, HTTP_VARS};
+use crate::logging::{validate_filter, LOG_LEVEL_EXPECTED};
+use crate::shutdown::{Event, Fatal, Shutdown};
 
 /// How long handler threads may take to return once unblocked. They are
 /// idle after a clean drain and return at once; after a drain that timed
@@ -89,15 +89,15 @@ pub struct WorkEnd {
 /// 2. **Signals** ([`Shutdown::install`]): from here a SIGTERM is a graceful
 ///    stop, not the default action that kills the process mid-start.
 /// 3. **Open-files budget**: raise the soft limit to the hard one and check
-///    that `HTTP_MAX_CONNECTIONS` fits (2 descriptors per connection + 64).
-///    Before anything opens descriptors; exceeding the limit later would
-///    make accept fail with `EMFILE`, which ends tiny_http's accept loop
-///    for good, so a cap that cannot fit is a configuration error (exit 2).
+///    that `HTTP_MAX_CONNECTIONS` fits (one descriptor per connection, two
+///    per link to tiny_http, 64 spare). Before anything opens descriptors:
+///    a cap the limit cannot hold is a configuration error (exit 2), not a
+///    stream of `EMFILE`s once the connections come.
 /// 4. **Registry and the service's parts** (metrics, routes, work): the
 ///    registry exists before the server, which registers its own metrics.
 /// 5. **[`Server::start`]**: binds the port (exit 1 if it cannot), starts
-///    the handler threads and the connection guard; then the listening
-///    line, so whoever waits for it can connect at once.
+///    tiny_http's handler threads behind the front and the front itself;
+///    then the listening line, so whoever waits for it can connect at once.
 /// 6. **The work's thread**, once `/health` and `/metrics` answer (the
 ///    worker's first job may run at start).
 /// 7. **Wait** for the first signal or a fatal report.
@@ -111,7 +111,8 @@ pub struct WorkEnd {
 ///   `/health` answers while a job finishes;
 /// - [`Server::stop_accepting`], once: new connections are refused;
 /// - [`Server::drain`] until T + `SHUTDOWN_DELAY` + `SHUTDOWN_TIMEOUT`:
-///   idle connections are closed, requests in flight complete;
+///   idle connections are closed, every request under way is answered
+///   (`Connection: close`) and its connection closed;
 /// - [`Server::join_handlers`]: every handler thread, however many, is
 ///   unblocked and joined (a short grace for one still writing); exit 0.
 ///
@@ -129,7 +130,7 @@ pub fn serve(common: &CommonConfig, spec: Spec, build: impl FnOnce(&Context) -> 
     let nofile = match open_files_budget(&common.http) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("{}: configuration error: {e}", spec.binary);
+            eprintln!("{}", error_line(spec.binary, &e));
             return EXIT_CONFIG;
         }
     };
@@ -191,6 +192,7 @@ pub fn serve(common: &CommonConfig, spec: Spec, build: impl FnOnce(&Context) -> 
             true
         }
         Event::Fatal(why) => {
+            let why = why.to_string();
             log::error!(reason = why.as_str(); "fatal error; exiting");
             false
         }
@@ -270,7 +272,7 @@ fn start_work(work: Work, shutdown: &Shutdown) -> std::io::Result<Running> {
                 how: "panicked",
             });
             if !shutdown.is_stopping() {
-                shutdown.fatal(format!("{name} ended before a stop ({})", end.how));
+                shutdown.fatal(Fatal::WorkEnded { name, how: end.how });
             }
             let _ = tx.send(end);
         })?;
@@ -308,11 +310,56 @@ pub struct CommonConfig {
     pub http: HttpConfig,
 }
 
+/// The variables [`CommonConfig::from_env`] reads besides the serving
+/// layer's ([`crate::http::HTTP_VARS`]).
+pub const COMMON_VARS: &[Var] = &[
+    Var {
+        name: "NODE_ENV",
+        default: "development",
+        meaning: "environment name in logs, /health and / (wins over APP_ENV)",
+        empty: None,
+    },
+    Var {
+        name: "APP_ENV",
+        default: "development",
+        meaning: "the same, when NODE_ENV is unset",
+        empty: None,
+    },
+    Var {
+        name: "LOG_LEVEL",
+        default: "info",
+        meaning: "off|error|warn|info|debug|trace, or directives: warn,orion_api=debug",
+        empty: None,
+    },
+    Var {
+        name: "SHUTDOWN_DELAY",
+        default: "0s",
+        meaning: "after SIGTERM, keep serving with /ready at 503 this long (0s-5m)",
+        empty: None,
+    },
+    Var {
+        name: "SHUTDOWN_TIMEOUT",
+        default: "10s",
+        meaning: "then wait this long for requests or the job in flight (0s-1h)",
+        empty: None,
+    },
+];
+
+/// Every variable [`CommonConfig::from_env`] reads: [`COMMON_VARS`] then
+/// [`crate::http::HTTP_VARS`].
+pub fn common_vars() -> Vec<Var> {
+    COMMON_VARS.iter().chain(HTTP_VARS).copied().collect()
+}
+
 impl CommonConfig {
     pub fn from_env(env: &Env) -> Result<CommonConfig, ConfigError> {
-        let log_level = env.string("LOG_LEVEL", "info");
-        validate_filter(&log_level)
-            .map_err(|why| ConfigError::new("LOG_LEVEL", &log_level, why))?;
+        let log_level = env
+            .text("LOG_LEVEL", LOG_LEVEL_EXPECTED)?
+            .unwrap_or("info")
+            .to_string();
+        validate_filter(&log_level).map_err(|why| {
+            ConfigError::new("LOG_LEVEL", env.raw("LOG_LEVEL").unwrap_or(""), why)
+        })?;
         Ok(CommonConfig {
             environment: environment(env)?,
             log_level,
@@ -342,5 +389,17 @@ mod tests {
         assert_eq!(e.var, "LOG_LEVEL");
         let env = Env::from_pairs([("LOG_LEVEL", "warn,orion_api=debug")]);
         assert!(CommonConfig::from_env(&env).is_ok());
+        let env = Env::from_pairs([("LOG_LEVEL", "")]);
+        let e = CommonConfig::from_env(&env).unwrap_err();
+        assert!(e.var == "LOG_LEVEL" && e.empty, "{e}");
+    }
+
+    #[test]
+    fn the_table_is_what_is_read() {
+        let env = Env::default();
+        CommonConfig::from_env(&env).unwrap();
+        let mut table: Vec<&str> = common_vars().iter().map(|v| v.name).collect();
+        table.sort_unstable();
+        assert_eq!(env.names_read(), table);
     }
 }

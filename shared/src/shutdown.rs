@@ -8,9 +8,10 @@
 //!    their timeout and exiting 0.
 //! 2. A second signal exits immediately with code 130: an operator who presses
 //!    Ctrl-C twice, or a runtime that escalates, gets an answer now.
-//! 3. A fatal condition (for example the HTTP accept loop died) is reported
-//!    through [`Shutdown::fatal`]; the main thread wakes and exits non-zero so
-//!    the orchestrator restarts the process.
+//! 3. A fatal condition ([`Fatal`]: the server lost every link to tiny_http,
+//!    or the service's work ended by itself) is reported through
+//!    [`Shutdown::fatal`]; the main thread wakes and exits non-zero so the
+//!    orchestrator restarts the process.
 
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -23,13 +24,37 @@ pub enum Event {
     /// A signal asked us to stop.
     Stop,
     /// Something the process cannot live without failed.
-    Fatal(String),
+    Fatal(Fatal),
+}
+
+/// Why the process cannot go on and must be restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fatal {
+    /// Every link from the front to tiny_http failed (`last`: how the last
+    /// one did): no request can be answered.
+    LinksLost { last: &'static str },
+    /// The service's work (the worker's cron loop) ended before a stop.
+    WorkEnded {
+        name: &'static str,
+        how: &'static str,
+    },
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fatal::LinksLost { last } => {
+                write!(f, "every link to tiny_http failed (the last: {last})")
+            }
+            Fatal::WorkEnded { name, how } => write!(f, "{name} ended before a stop ({how})"),
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     signals: u32,
-    fatal: Option<String>,
+    fatal: Option<Fatal>,
 }
 
 #[derive(Clone, Default)]
@@ -80,11 +105,12 @@ impl Shutdown {
         self.inner.1.notify_all();
     }
 
-    /// Reports a condition the process cannot recover from.
-    pub fn fatal(&self, why: impl Into<String>) {
+    /// Reports a condition the process cannot recover from (the first one
+    /// reported is the one the exit names).
+    pub fn fatal(&self, why: Fatal) {
         let mut st = self.inner.0.lock().unwrap_or_else(|e| e.into_inner());
         if st.fatal.is_none() {
-            st.fatal = Some(why.into());
+            st.fatal = Some(why);
         }
         drop(st);
         self.inner.1.notify_all();
@@ -96,8 +122,8 @@ impl Shutdown {
     }
 
     fn event(st: &State) -> Option<Event> {
-        if let Some(f) = &st.fatal {
-            Some(Event::Fatal(f.clone()))
+        if let Some(f) = st.fatal {
+            Some(Event::Fatal(f))
         } else if st.signals > 0 {
             Some(Event::Stop)
         } else {
@@ -160,8 +186,17 @@ mod tests {
     #[test]
     fn fatal_wins() {
         let s = Shutdown::new();
-        s.fatal("accept loop died");
+        let why = Fatal::LinksLost { last: "closed" };
+        s.fatal(why);
+        s.fatal(Fatal::WorkEnded {
+            name: "cron",
+            how: "panicked",
+        });
         s.trigger();
-        assert_eq!(s.wait(), Event::Fatal("accept loop died".into()));
+        assert_eq!(s.wait(), Event::Fatal(why));
+        assert_eq!(
+            why.to_string(),
+            "every link to tiny_http failed (the last: closed)"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! [`ServiceProcess`] runs a real service binary and collects its output;
 //! [`http_get`] and [`read_response`] talk plain HTTP/1.1 over TCP (no client
 //! crate: the tests control every byte); [`sample`] reads one Prometheus
-//! sample.
+//! sample; [`check_var_table`] and [`assert_help_lists`] hold a binary's
+//! `--help` to what its configuration reads.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::config::{ConfigError, Env, Var};
 
 /// A loopback port nothing listens on right now. Another process may take
 /// it before the service binds it: [`ServiceProcess::start`] starts again on
@@ -377,6 +380,46 @@ pub fn read_head(s: &mut TcpStream) -> std::io::Result<Response> {
     })
 }
 
+/// The accept-error contract both services share, against a running one:
+/// with its open-files limit lowered to what it has open (so accepting
+/// fails with EMFILE), pending connections wait, the failure is logged and
+/// backs off, and the process lives on; with the limit raised again, the
+/// waiting connections are accepted and served, and the errors are counted
+/// in `http_accept_errors_total{error="emfile"}`.
+pub fn assert_accept_errors_back_off(p: &mut ServiceProcess) {
+    let pid = p.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/<pid>/fd")
+        .count() as u64;
+    crate::http::sys::set_open_files_soft_limit_of(pid, open).expect("prlimit");
+    let mut waiting: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let s = TcpStream::connect(p.addr()).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    p.wait_log(Duration::from_secs(10), |l| {
+        l.contains("front: accept failed") && l.contains("\"level\":\"warn\"")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the process ended on accept errors: {:?}",
+        p.stdout_lines()
+    );
+    crate::http::sys::set_open_files_soft_limit_of(pid, 4096).expect("prlimit");
+    for s in waiting.iter_mut() {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let r = read_response(s).expect("a waiting connection is served once the limit is raised");
+        assert_eq!(r.status, 200);
+    }
+    let m = p.get("/metrics").expect("metrics").text();
+    let errors = sample(&m, r#"http_accept_errors_total{error="emfile"}"#).unwrap_or(0.0);
+    assert!(errors >= 1.0, "EMFILE not counted: {errors}");
+}
+
 /// The value of the sample `series` (a name, with its labels if it has
 /// any, exactly as exposed) in a Prometheus text exposition.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -427,9 +470,88 @@ pub fn assert_promtool_accepts(metrics: &str) {
     );
 }
 
+/// Checks a binary's table of variables (what its `--help` lists) against
+/// its configuration. `read` runs the configuration on an [`Env`] and
+/// returns it as `Debug` text. The table must name exactly the variables
+/// read, and setting a variable to the default the table shows (where that
+/// is a value) must give the same configuration as leaving it unset.
+pub fn check_var_table(vars: &[Var], read: impl Fn(&Env) -> Result<String, ConfigError>) {
+    let env = Env::default();
+    let unset = read(&env).expect("the defaults are valid");
+    let mut table: Vec<&str> = vars.iter().map(|v| v.name).collect();
+    table.sort_unstable();
+    assert_eq!(env.names_read(), table, "read (left) vs the table (right)");
+    for v in vars.iter().filter(|v| v.default_is_a_value()) {
+        let set = read(&Env::from_pairs([(v.name, v.default)]))
+            .unwrap_or_else(|e| panic!("{}={}: {e}", v.name, v.default));
+        assert_eq!(set, unset, "{}={} is not the default", v.name, v.default);
+    }
+}
+
+/// Asserts that a `--help` text lists each of `vars` as `render_vars`
+/// writes it (`  NAME [default]`) and the exit codes 0, 1, 2 and 130.
+pub fn assert_help_lists(help: &str, vars: &[Var]) {
+    for v in vars {
+        let default = v.default.trim_matches(['(', ')']);
+        assert!(
+            help.contains(&format!("\n  {} [{default}]", v.name)),
+            "{} missing:\n{help}",
+            v.name
+        );
+    }
+    let codes = help.split_once("Exit codes:\n").expect("no exit codes").1;
+    for code in ["0", "1", "2", "130"] {
+        assert!(
+            codes
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{code} "))),
+            "exit code {code} missing:\n{help}"
+        );
+    }
+}
+
+/// The raw text of the number `key` in a JSON log line, as written.
+pub fn raw_number<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line.split_once(&format!("\"{key}\":"))?.1;
+    rest.split([',', '}']).next()
+}
+
+/// Asserts that `raw` is a number as `logging::millis` writes it: digits,
+/// a point and one to three decimals.
+pub fn assert_millis_text(raw: &str) {
+    let (int, frac) = raw.split_once('.').unwrap_or((raw, ""));
+    assert!(
+        !int.is_empty() && int.bytes().all(|b| b.is_ascii_digit()),
+        "not a fixed-precision number of milliseconds: {raw}"
+    );
+    assert!(
+        (1..=3).contains(&frac.len()) && frac.bytes().all(|b| b.is_ascii_digit()),
+        "not a fixed-precision number of milliseconds: {raw}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_text() {
+        let line = r#"{"a":1,"duration_ms":0.055,"b":2}"#;
+        assert_eq!(raw_number(line, "duration_ms"), Some("0.055"));
+        assert_eq!(
+            raw_number(r#"{"duration_ms":12.5}"#, "duration_ms"),
+            Some("12.5")
+        );
+        for ok in ["0.055", "12.5", "1500.0"] {
+            assert_millis_text(ok);
+        }
+        for bad in ["0.055392000000000004", "12", "1e-5", "-1.0", ".5"] {
+            assert!(
+                std::panic::catch_unwind(|| assert_millis_text(bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn sample_reads_exact_series_only() {

@@ -7,10 +7,15 @@ use orion_shared::http::{HttpConfig, Reply, RequestMetrics, Router, Server};
 use orion_shared::shutdown::Shutdown;
 
 // The services' test helpers, compiled into this test too (the `testing`
-// feature is enabled only through the services' dev-dependencies).
+// feature is enabled only through the services' dev-dependencies); they
+// name `crate::config`.
+use orion_shared::config;
 #[allow(dead_code)]
 #[path = "../src/testing.rs"]
 mod testing;
+// What `testing.rs` reaches as `crate::http`.
+#[allow(unused_imports)]
+use orion_shared::http;
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let r = testing::http_get(addr, path).unwrap();

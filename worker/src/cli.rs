@@ -4,41 +4,43 @@
 //! that aims at a few hundred KiB.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use orion_shared::config::{exit_on_error, ConfigError, Env};
+use orion_shared::config::{exit_on_error, render_vars, ConfigError, Env, EXIT_CODES_HELP};
 
-use crate::config::{self, WorkerConfig, DEFAULT_METRICS_PORT, DEFAULT_SCHEDULE, DEFAULT_ZONE};
+use crate::config::{self, WorkerConfig, DEFAULT_METRICS_PORT};
+use crate::schedule::{self, Schedule};
 
 const BINARY: &str = "orion-worker";
 /// Exit code for usage and configuration errors (same as a bad environment variable).
 const EXIT_USAGE: i32 = orion_shared::config::EXIT_CONFIG;
 
-const HELP: &str = "\
+const USAGE: &str = "\
 orion-worker: runs the \"update today's records\" job on a cron schedule, with
 /health, /ready and /metrics on METRICS_PORT.
 
 Usage:
   orion-worker                 run the worker (configured by the environment below)
   orion-worker schedule ['EXPR'] [--tz ZONE] [--from RFC3339] [-n N]
-                               print the next N (default 5) fire instants after --from
-                               (default now) of EXPR (default $CRON_SCHEDULE) in ZONE
-                               (default $TZ, else UTC); quote EXPR, the shell expands *
+                               print the next N (default 5, at most 10000) fire instants
+                               after --from (default now) of EXPR (default $CRON_SCHEDULE)
+                               in ZONE (default $TZ, else UTC); quote EXPR, the shell
+                               expands *; options also as --tz=ZONE, --count N
   orion-worker healthcheck     exit 0 if http://127.0.0.1:$METRICS_PORT/health answers
                                200 within 2 s, else 1 (for images without curl or wget)
-  orion-worker --version | --help
+  orion-worker --version | -V  print version and commit
+  orion-worker --help | -h     print this help
+A command takes no other arguments than these.
 
 Schedules are crontab(5): 5 fields (minute hour day-of-month month day-of-week) or
 @yearly @annually @monthly @weekly @daily @midnight @hourly; day-of-week 0 and 7 are
 Sunday; names JAN-DEC and SUN-SAT; ranges, lists and steps.
 
-Environment (defaults): METRICS_PORT (9091), CRON_SCHEDULE (* * * * *), TZ (UTC),
-  RUN_ON_START (true), JOB_DURATION_MS (200), JOB_FAILURE_RATE (0), JOB_TIMEOUT (5m),
-  NODE_ENV or APP_ENV (development), LOG_LEVEL (info), SHUTDOWN_DELAY (0s),
-  SHUTDOWN_TIMEOUT (10s), HTTP_THREADS (2), HTTP_HEADER_TIMEOUT (10s),
-  HTTP_IDLE_TIMEOUT (75s), HTTP_MAX_CONNECTIONS (512).
-
-Exit codes: 0 success; 1 runtime failure or unhealthy; 2 bad configuration or usage;
-  130 a second shutdown signal.
 ";
+
+/// `--help`: the usage, every variable the worker reads (from [`config::vars`], the table its
+/// configuration is tested against) and the exit codes.
+pub fn help() -> String {
+    format!("{USAGE}{}\n{EXIT_CODES_HELP}", render_vars(&config::vars()))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -49,31 +51,36 @@ pub enum Command {
     Help,
 }
 
+/// An option's value and the option as the user typed it (`-n` or `--count`), which its
+/// error names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    pub typed: String,
+    pub value: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ScheduleArgs {
     pub expr: Option<String>,
-    pub tz: Option<String>,
-    pub from: Option<String>,
-    pub count: Option<String>,
+    pub tz: Option<Given>,
+    pub from: Option<Given>,
+    pub count: Option<Given>,
 }
 
-/// Parses the arguments (without the program name).
+/// Parses the arguments (without the program name); an error is the usage error's text.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let Some(first) = args.first() else {
         return Ok(Command::Serve);
     };
     let rest = &args[1..];
-    let no_more = |cmd: Command| {
-        if rest.is_empty() {
-            Ok(cmd)
-        } else {
-            Err(format!("unexpected argument {:?}", rest[0]))
-        }
+    let alone = |cmd: Command| match rest.first() {
+        None => Ok(cmd),
+        Some(extra) => Err(format!("unexpected argument {extra:?} after {first}")),
     };
     match first.as_str() {
-        "--version" | "-V" | "version" => no_more(Command::Version),
-        "--help" | "-h" | "help" => Ok(Command::Help),
-        "healthcheck" => no_more(Command::Healthcheck),
+        "--version" | "-V" | "version" => alone(Command::Version),
+        "--help" | "-h" | "help" => alone(Command::Help),
+        "healthcheck" => alone(Command::Healthcheck),
         "schedule" => parse_schedule(rest).map(Command::Schedule),
         other => Err(format!("unknown command {other:?}")),
     }
@@ -97,7 +104,11 @@ fn parse_schedule(args: &[String]) -> Result<ScheduleArgs, String> {
                 break;
             }
             // A lone "-" or a negative number is not a flag; an expression never starts with '-'.
-            f if f.starts_with('-') && f.len() > 1 => return Err(format!("unknown option {f:?}")),
+            f if f.starts_with('-') && f.len() > 1 => {
+                return Err(format!(
+                    "unknown option {f:?} for schedule (expected --tz, --from, -n or --count)"
+                ))
+            }
             _ => {
                 words.push(arg);
                 continue;
@@ -110,7 +121,10 @@ fn parse_schedule(args: &[String]) -> Result<ScheduleArgs, String> {
                 .cloned()
                 .ok_or_else(|| format!("{flag} needs a value"))?,
         };
-        *slot = Some(value);
+        *slot = Some(Given {
+            typed: flag.to_string(),
+            value,
+        });
     }
     // An unquoted expression arrives as several words: join them back.
     if !words.is_empty() {
@@ -143,54 +157,53 @@ pub fn main(args: Vec<String>) -> i32 {
             0
         }
         Ok(Command::Help) => {
-            print!("{HELP}");
+            print!("{}", help());
             0
         }
         Err(why) => {
-            eprintln!("{BINARY}: {why}\nRun '{BINARY} --help' for usage.");
+            eprintln!("{BINARY}: usage error: {why}; see '{BINARY} --help'");
             EXIT_USAGE
         }
     }
 }
 
+/// What `--from` accepts.
+const FROM_EXPECTED: &str =
+    "an RFC 3339 time with its offset, such as 2026-03-08T00:00:00-05:00 or 2026-03-08T05:00:00Z";
+
 /// The `schedule` subcommand's output lines: the next fire instants, RFC 3339 with the zone's
-/// UTC offset. Errors are the service's own configuration errors (same text, exit code 2).
+/// UTC offset. An error names what was typed where it was typed: the argument (`EXPR`, `--tz`,
+/// ...) or, for what comes from the environment, the variable, with the service's own text.
 pub fn schedule_lines(
     a: &ScheduleArgs,
     env: &Env,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, ConfigError> {
-    let zone_name =
-        a.tz.clone()
-            .or_else(|| env.raw("TZ").map(str::to_string))
-            .unwrap_or_else(|| DEFAULT_ZONE.to_string());
-    let zone = config::zone(&zone_name)?;
-    let expr = a
-        .expr
-        .clone()
-        .or_else(|| env.raw("CRON_SCHEDULE").map(str::to_string))
-        .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
-    let schedule = config::cron_schedule(&expr, zone)?;
+    let zone = match &a.tz {
+        Some(tz) => schedule::parse_zone(&tz.value)
+            .map_err(|expected| ConfigError::arg(&tz.typed, &tz.value, expected))?,
+        None => config::zone_from_env(env)?,
+    };
+    let schedule = match &a.expr {
+        Some(expr) => Schedule::parse(expr, zone)
+            .map_err(|e| ConfigError::arg("EXPR", expr, schedule::expected_text(&e)))?,
+        None => config::schedule_from_env(env, zone)?,
+    };
     let from = match &a.from {
         None => now,
-        Some(s) => DateTime::parse_from_rfc3339(s.trim())
-            .map_err(|_| {
-                ConfigError::new(
-                    "--from",
-                    s,
-                    "an RFC 3339 time such as 2026-03-08T00:00:00-05:00",
-                )
-            })?
+        Some(f) => DateTime::parse_from_rfc3339(f.value.trim())
+            .map_err(|_| ConfigError::arg(&f.typed, &f.value, FROM_EXPECTED))?
             .to_utc(),
     };
     let count = match &a.count {
         None => 5,
-        Some(s) => s
+        Some(n) => n
+            .value
             .trim()
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| ConfigError::new("-n", s, "a count 1-10000"))?,
+            .ok_or_else(|| ConfigError::arg(&n.typed, &n.value, "a count 1-10000"))?,
     };
     Ok(schedule
         .iter_after(from)
@@ -205,9 +218,17 @@ pub fn schedule_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orion_shared::config::Origin;
 
     fn args(s: &[&str]) -> Vec<String> {
         s.iter().map(|a| a.to_string()).collect()
+    }
+
+    fn given(typed: &str, value: &str) -> Option<Given> {
+        Some(Given {
+            typed: typed.into(),
+            value: value.into(),
+        })
     }
 
     #[test]
@@ -216,9 +237,22 @@ mod tests {
         assert_eq!(parse(&args(&["--version"])), Ok(Command::Version));
         assert_eq!(parse(&args(&["--help"])), Ok(Command::Help));
         assert_eq!(parse(&args(&["healthcheck"])), Ok(Command::Healthcheck));
-        assert!(parse(&args(&["healthcheck", "x"])).is_err());
         assert!(parse(&args(&["serve"])).is_err());
         assert!(parse(&args(&["--bogus"])).is_err());
+        for cmd in [
+            "healthcheck",
+            "--version",
+            "-V",
+            "version",
+            "--help",
+            "-h",
+            "help",
+        ] {
+            assert_eq!(
+                parse(&args(&[cmd, "extra"])),
+                Err(format!("unexpected argument \"extra\" after {cmd}"))
+            );
+        }
     }
 
     #[test]
@@ -229,16 +263,16 @@ mod tests {
             "--tz",
             "Europe/Berlin",
             "--from=2026-01-01T00:00:00Z",
-            "-n",
+            "--count",
             "3",
         ]));
         assert_eq!(
             parsed,
             Ok(Command::Schedule(ScheduleArgs {
                 expr: Some("0 9 * * 1-5".into()),
-                tz: Some("Europe/Berlin".into()),
-                from: Some("2026-01-01T00:00:00Z".into()),
-                count: Some("3".into()),
+                tz: given("--tz", "Europe/Berlin"),
+                from: given("--from", "2026-01-01T00:00:00Z"),
+                count: given("--count", "3"),
             }))
         );
         // Unquoted words are joined back into one expression.
@@ -270,8 +304,8 @@ mod tests {
         );
         let a = ScheduleArgs {
             expr: Some("@daily".into()),
-            tz: Some("UTC".into()),
-            count: Some("1".into()),
+            tz: given("--tz", "UTC"),
+            count: given("-n", "1"),
             ..Default::default()
         };
         assert_eq!(
@@ -280,37 +314,83 @@ mod tests {
         );
     }
 
+    /// An error names what the user typed where it was typed: an argument as typed, a
+    /// variable when the value came from the environment.
     #[test]
-    fn schedule_errors_are_config_errors() {
+    fn schedule_errors_name_the_argument_or_the_variable() {
         let now = Utc::now();
-        let env = Env::default();
-        let bad = |a: ScheduleArgs| schedule_lines(&a, &env, now).unwrap_err().var;
+        let bad = |a: ScheduleArgs, env: &[(&str, &str)]| {
+            let e = schedule_lines(&a, &Env::from_pairs(env.iter().copied()), now).unwrap_err();
+            (e.var.clone(), e.origin)
+        };
         let expr = |e: &str| ScheduleArgs {
             expr: Some(e.into()),
             ..Default::default()
         };
-        assert_eq!(bad(expr("61 * * * *")), "CRON_SCHEDULE");
-        assert_eq!(bad(expr("0 0 31 2 *")), "CRON_SCHEDULE");
+        let arg = |name: &str| (name.to_string(), Origin::Arg);
+        let var = |name: &str| (name.to_string(), Origin::Var);
+        assert_eq!(bad(expr("61 * * * *"), &[]), arg("EXPR"));
+        assert_eq!(bad(expr("0 0 31 2 *"), &[]), arg("EXPR"));
         assert_eq!(
-            bad(ScheduleArgs {
-                tz: Some("Nowhere/Land".into()),
-                ..expr("@daily")
-            }),
-            "TZ"
+            bad(expr("nonsense"), &[("CRON_SCHEDULE", "@daily")]),
+            arg("EXPR")
         );
         assert_eq!(
-            bad(ScheduleArgs {
-                from: Some("yesterday".into()),
-                ..expr("@daily")
-            }),
-            "--from"
+            bad(ScheduleArgs::default(), &[("CRON_SCHEDULE", "nonsense")]),
+            var("CRON_SCHEDULE")
         );
         assert_eq!(
-            bad(ScheduleArgs {
-                count: Some("0".into()),
-                ..expr("@daily")
-            }),
-            "-n"
+            bad(ScheduleArgs::default(), &[("CRON_SCHEDULE", "")]),
+            var("CRON_SCHEDULE")
         );
+        let tz = |value: &str| ScheduleArgs {
+            tz: given("--tz", value),
+            ..expr("@daily")
+        };
+        assert_eq!(bad(tz("Nowhere/Land"), &[]), arg("--tz"));
+        assert_eq!(bad(tz(""), &[]), arg("--tz"));
+        assert_eq!(bad(expr("@daily"), &[("TZ", "Nowhere/Land")]), var("TZ"));
+        assert_eq!(
+            bad(
+                ScheduleArgs {
+                    from: given("--from", "yesterday"),
+                    ..expr("@daily")
+                },
+                &[]
+            ),
+            arg("--from")
+        );
+        for typed in ["-n", "--count"] {
+            assert_eq!(
+                bad(
+                    ScheduleArgs {
+                        count: given(typed, "0"),
+                        ..expr("@daily")
+                    },
+                    &[]
+                ),
+                arg(typed)
+            );
+        }
+        // The argument's text is the variable's, after its own name.
+        let as_arg = schedule_lines(&expr("61 * * * *"), &Env::default(), now).unwrap_err();
+        let as_var = schedule_lines(
+            &ScheduleArgs::default(),
+            &Env::from_pairs([("CRON_SCHEDULE", "61 * * * *")]),
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(as_arg.expected, as_var.expected);
+        assert!(as_arg
+            .to_string()
+            .starts_with("invalid EXPR argument \"61 * * * *\": expected"));
+        // TZ='' is UTC, as for the service.
+        let empty_tz = schedule_lines(&expr("@daily"), &Env::from_pairs([("TZ", "")]), now);
+        assert!(empty_tz.unwrap()[0].ends_with("+00:00"));
+    }
+
+    #[test]
+    fn help_lists_every_variable_and_the_exit_codes() {
+        orion_shared::testing::assert_help_lists(&help(), &config::vars());
     }
 }

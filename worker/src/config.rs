@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use orion_shared::config::{ConfigError, Env};
-use orion_shared::service::CommonConfig;
+use orion_shared::config::{ConfigError, Env, Var};
+use orion_shared::service::{common_vars, CommonConfig};
 
 use crate::schedule::{self, Schedule};
 
@@ -33,15 +33,93 @@ pub struct WorkerConfig {
     pub job_timeout: Duration,
 }
 
-/// `TZ` as an IANA zone (error names `TZ`).
-pub fn zone(name: &str) -> Result<Tz, ConfigError> {
-    schedule::parse_zone(name).map_err(|expected| ConfigError::new("TZ", name, expected))
+/// The variables the worker reads of its own; [`vars`] adds the shared ones.
+pub const WORKER_VARS: &[Var] = &[
+    Var {
+        name: "METRICS_PORT",
+        default: "9091",
+        meaning: "port of /health, /ready and /metrics (1-65535)",
+        empty: None,
+    },
+    Var {
+        name: "CRON_SCHEDULE",
+        default: DEFAULT_SCHEDULE,
+        meaning: "when the job runs: crontab(5) 5 fields or a macro (@daily ...)",
+        empty: None,
+    },
+    Var {
+        name: "TZ",
+        default: DEFAULT_ZONE,
+        meaning: "IANA zone the schedule is read in (Europe/Berlin)",
+        // What C programs do: tzset(3) (FreeBSD: "If TZ appears in the environment but its
+        // value is a null string, Coordinated Universal Time (UTC) is used"; the glibc manual,
+        // "TZ Variable": "when the value of TZ is the empty string, the GNU C Library uses UTC").
+        empty: Some("UTC, as in tzset(3)"),
+    },
+    Var {
+        name: "RUN_ON_START",
+        default: "true",
+        meaning: "run the job once at start (true/false, 1/0, yes/no, on/off)",
+        empty: None,
+    },
+    Var {
+        name: "JOB_DURATION_MS",
+        default: "200",
+        meaning: "how long the stub job takes, in ms (0-86400000)",
+        empty: None,
+    },
+    Var {
+        name: "JOB_FAILURE_RATE",
+        default: "0",
+        meaning: "probability that a stub run fails (0-1)",
+        empty: None,
+    },
+    Var {
+        name: "JOB_TIMEOUT",
+        default: "5m",
+        meaning: "a longer run counts as failed and is abandoned (100ms-24h)",
+        empty: None,
+    },
+];
+
+/// Every variable the worker reads, as `--help` lists them: [`WORKER_VARS`], then the shared
+/// ones, with the worker's own default for `HTTP_THREADS` and its own `LOG_LEVEL` example.
+pub fn vars() -> Vec<Var> {
+    let mut vars = WORKER_VARS.to_vec();
+    vars.extend(common_vars().into_iter().map(|v| match v.name {
+        "HTTP_THREADS" => Var { default: "2", ..v },
+        "LOG_LEVEL" => Var {
+            meaning: "off|error|warn|info|debug|trace, or directives: warn,orion_worker=debug",
+            ..v
+        },
+        _ => v,
+    }));
+    vars
 }
 
-/// `CRON_SCHEDULE` in `zone` (error names `CRON_SCHEDULE` and the field at fault).
-pub fn cron_schedule(expr: &str, zone: Tz) -> Result<Schedule, ConfigError> {
-    Schedule::parse(expr, zone)
-        .map_err(|e| ConfigError::new("CRON_SCHEDULE", expr, schedule::expected_text(&e)))
+/// `TZ` as an IANA zone (the error names `TZ`); unset or empty is UTC (see [`WORKER_VARS`]).
+pub fn zone_from_env(env: &Env) -> Result<Tz, ConfigError> {
+    match env.raw("TZ") {
+        Some(v) if !v.trim().is_empty() => {
+            schedule::parse_zone(v).map_err(|expected| ConfigError::new("TZ", v, expected))
+        }
+        _ => Ok(Tz::UTC),
+    }
+}
+
+/// `CRON_SCHEDULE` in `zone` (the error names `CRON_SCHEDULE` and the field at fault); unset is
+/// [`DEFAULT_SCHEDULE`], empty is refused.
+pub fn schedule_from_env(env: &Env, zone: Tz) -> Result<Schedule, ConfigError> {
+    let expr = env
+        .text("CRON_SCHEDULE", schedule::EXPECTED)?
+        .unwrap_or(DEFAULT_SCHEDULE);
+    Schedule::parse(expr, zone).map_err(|e| {
+        ConfigError::new(
+            "CRON_SCHEDULE",
+            env.raw("CRON_SCHEDULE").unwrap_or(expr),
+            schedule::expected_text(&e),
+        )
+    })
 }
 
 impl WorkerConfig {
@@ -51,24 +129,18 @@ impl WorkerConfig {
             common.http.threads = DEFAULT_HTTP_THREADS;
         }
         let metrics_port = env.port("METRICS_PORT", DEFAULT_METRICS_PORT)?;
-        let zone = zone(env.raw("TZ").unwrap_or(DEFAULT_ZONE))?;
-        let schedule = cron_schedule(env.raw("CRON_SCHEDULE").unwrap_or(DEFAULT_SCHEDULE), zone)?;
+        let zone = zone_from_env(env)?;
+        let schedule = schedule_from_env(env, zone)?;
         let run_on_start = env.bool("RUN_ON_START", true)?;
         let job_duration =
             Duration::from_millis(env.int("JOB_DURATION_MS", 200, 0, 24 * 3600 * 1000)?);
         let job_failure_rate = env.float("JOB_FAILURE_RATE", 0.0, 0.0, 1.0)?;
-        let job_timeout = env.duration(
+        let job_timeout = env.duration_in(
             "JOB_TIMEOUT",
             DEFAULT_JOB_TIMEOUT,
+            Duration::from_millis(100),
             Duration::from_secs(24 * 3600),
         )?;
-        if job_timeout < Duration::from_millis(100) {
-            return Err(ConfigError::new(
-                "JOB_TIMEOUT",
-                env.raw("JOB_TIMEOUT").unwrap_or(""),
-                "a duration of at least 100ms",
-            ));
-        }
         Ok(WorkerConfig {
             common,
             metrics_port,
@@ -145,7 +217,47 @@ mod tests {
         }
         assert_eq!(
             err(&[("CRON_SCHEDULE", "61 * * * *")]).to_string(),
-            "invalid CRON_SCHEDULE=\"61 * * * *\": expected a cron expression (5 fields or a macro like @daily); minute field \"61\": value out of range 0-59"
+            "invalid CRON_SCHEDULE=\"61 * * * *\": expected a cron expression: 5 fields (minute hour day-of-month month day-of-week) or one of @yearly @annually @monthly @weekly @daily @midnight @hourly; minute field \"61\": value out of range 0-59"
         );
+        assert!(err(&[("RUN_ON_START", "maybe")])
+            .to_string()
+            .ends_with("expected true or false (also 1 or 0, yes or no, on or off; any case)"));
+    }
+
+    /// Empty is refused like any bad value, for every variable but `TZ` (whose empty meaning,
+    /// UTC, the table declares and `--help` states).
+    #[test]
+    fn empty_values() {
+        for var in vars() {
+            for empty in ["", "  "] {
+                let env = Env::from_pairs([(var.name, empty)]);
+                let result = WorkerConfig::from_env(&env);
+                match var.empty {
+                    None => {
+                        let e = result.unwrap_err();
+                        assert!(e.var == var.name && e.empty, "{}={empty:?}: {e}", var.name);
+                        assert!(e.to_string().contains("set a value or unset it"), "{e}");
+                    }
+                    Some(_) => assert!(result.is_ok(), "{}={empty:?}", var.name),
+                }
+            }
+        }
+        let c = WorkerConfig::from_env(&Env::from_pairs([("TZ", "")])).unwrap();
+        assert_eq!(c.schedule.zone(), Tz::UTC);
+        let declared: Vec<&str> = vars()
+            .iter()
+            .filter(|v| v.empty.is_some())
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(declared, ["TZ"]);
+    }
+
+    /// `--help` is rendered from [`vars`]: it lists exactly what the configuration reads, and
+    /// each default it shows is the one in force.
+    #[test]
+    fn the_table_is_what_is_read_and_its_defaults_hold() {
+        orion_shared::testing::check_var_table(&vars(), |env| {
+            WorkerConfig::from_env(env).map(|c| format!("{c:?}"))
+        });
     }
 }

@@ -38,10 +38,14 @@ impl fmt::Display for ScheduleError {
 
 impl std::error::Error for ScheduleError {}
 
-/// What `expected` says in a configuration error for `CRON_SCHEDULE`, so the service and the
-/// `schedule` subcommand print the same line.
+/// What a schedule may be, every form: the start of each error about one.
+pub const EXPECTED: &str = "a cron expression: 5 fields (minute hour day-of-month month \
+day-of-week) or one of @yearly @annually @monthly @weekly @daily @midnight @hourly";
+
+/// What `expected` says in an error about a schedule (`CRON_SCHEDULE` or the `schedule`
+/// subcommand's argument, which print the same text): [`EXPECTED`], then what is wrong.
 pub fn expected_text(err: &ScheduleError) -> String {
-    format!("a cron expression (5 fields or a macro like @daily); {err}")
+    format!("{EXPECTED}; {err}")
 }
 
 /// Parses an IANA zone name (`UTC`, `Europe/Berlin`). The whole tz database is compiled in, because
@@ -50,9 +54,12 @@ pub fn expected_text(err: &ScheduleError) -> String {
 pub fn parse_zone(name: &str) -> Result<Tz, String> {
     let trimmed = name.trim();
     let trimmed = trimmed.strip_prefix(':').unwrap_or(trimmed);
-    Tz::from_str(trimmed)
-        .map_err(|_| "an IANA time zone name such as UTC, Europe/Berlin or America/New_York".into())
+    Tz::from_str(trimmed).map_err(|_| ZONE_EXPECTED.into())
 }
+
+/// What a zone may be.
+pub const ZONE_EXPECTED: &str = "an IANA time zone name, exact case, such as UTC, Europe/Berlin \
+or America/New_York (a leading ':' is allowed)";
 
 /// One field of a crontab line.
 #[derive(Debug, Clone, Copy)]
@@ -266,9 +273,11 @@ pub fn parse_fields(expr: &str) -> Result<Fields, ScheduleError> {
     };
     let parts: Vec<&str> = expanded.split_whitespace().collect();
     let [minute, hour, dom, month, dow] = parts[..] else {
+        // The error's [`EXPECTED`] names the five fields already.
+        let n = parts.len();
         return Err(ScheduleError(format!(
-            "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
-            parts.len()
+            "{n} {} instead of 5",
+            if n == 1 { "field" } else { "fields" }
         )));
     };
     let dows = DAY_OF_WEEK.parse(dow)?;
@@ -646,8 +655,9 @@ mod tests {
             ("99999999999 * * * *", "minute field \"99999999999\": value out of range 0-59"),
             ("* * L * *", "day-of-month field \"L\": \"L\" is not crontab(5) syntax (Quartz's L, W, # and ? are not supported)"),
             ("* * * * 1#2", "day-of-week field \"1#2\": \"1#2\" is not crontab(5) syntax (Quartz's L, W, # and ? are not supported)"),
-            ("* * * *", "expected 5 fields (minute hour day-of-month month day-of-week), found 4"),
-            ("0 * * * * *", "expected 5 fields (minute hour day-of-month month day-of-week), found 6"),
+            ("* * * *", "4 fields instead of 5"),
+            ("0 * * * * *", "6 fields instead of 5"),
+            ("nonsense", "1 field instead of 5"),
             ("   ", "the expression is empty"),
             ("@fortnightly", "unknown macro \"@fortnightly\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)"),
             ("@daily 5", "a macro like @daily stands alone, without fields"),

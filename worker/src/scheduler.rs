@@ -20,6 +20,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use orion_shared::logging::{millis, seconds};
 
 use crate::clock::Clock;
 use crate::health::Health;
@@ -148,11 +149,11 @@ pub struct Scheduler {
     seq: u64,
     abandoned: Option<Abandoned>,
     last_fired: Option<DateTime<Utc>>,
-    runner: Option<mpsc::Sender<Work>>,
+    runner: Option<mpsc::Sender<JobRun>>,
 }
 
 /// One run handed to the runner thread.
-struct Work {
+struct JobRun {
     id: u64,
     scheduled: DateTime<Utc>,
     trigger: Trigger,
@@ -170,7 +171,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn run(&self, w: Work) {
+    fn run(&self, w: JobRun) {
         let started = self.clock.now();
         let t0 = self.clock.elapsed();
         let (trigger, lateness_ms) = match w.trigger {
@@ -219,10 +220,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
 impl Scheduler {
     pub fn new(
         schedule: Schedule,
@@ -266,7 +263,7 @@ impl Scheduler {
             saffron = self.schedule.saffron(),
             next_run = next_text.as_str(),
             run_on_start = self.settings.run_on_start,
-            job_timeout_s = self.settings.job_timeout.as_secs_f64();
+            job_timeout_s = seconds(self.settings.job_timeout);
             "worker started"
         );
         if let Some(n) = next {
@@ -417,8 +414,8 @@ impl Scheduler {
     /// job starts after two wake-ups of sleeping threads (timer → loop → runner) — much quicker
     /// on a busy machine than creating a thread, which queues behind running tasks for a slice.
     /// One runner also makes overlapping runs impossible by construction.
-    fn spawn_runner(&self) -> std::io::Result<mpsc::Sender<Work>> {
-        let (tx, rx) = mpsc::channel::<Work>();
+    fn spawn_runner(&self) -> std::io::Result<mpsc::Sender<JobRun>> {
+        let (tx, rx) = mpsc::channel::<JobRun>();
         let runner = Runner {
             job: self.job.clone(),
             clock: self.clock.clone(),
@@ -449,7 +446,7 @@ impl Scheduler {
         self.metrics.running.set(1);
         self.health.job_started();
         let started_mono = self.clock.elapsed();
-        let work = Work {
+        let work = JobRun {
             id,
             scheduled,
             trigger,
@@ -486,7 +483,7 @@ impl Scheduler {
                 stop_deadline = Some(now + self.settings.shutdown_timeout);
                 log::info!(
                     run = id,
-                    shutdown_timeout_s = self.settings.shutdown_timeout.as_secs_f64();
+                    shutdown_timeout_s = seconds(self.settings.shutdown_timeout);
                     "stopping: waiting for the running job to finish"
                 );
             }
@@ -501,7 +498,7 @@ impl Scheduler {
                 log::error!(
                     run = id,
                     scheduled = rfc3339(scheduled).as_str(),
-                    job_timeout_s = self.settings.job_timeout.as_secs_f64();
+                    job_timeout_s = seconds(self.settings.job_timeout);
                     "job failed: timed out; abandoned"
                 );
                 return stop_deadline.map(|_| Exit::RunAbandoned);
@@ -511,7 +508,7 @@ impl Scheduler {
                 cancel.cancel();
                 log::warn!(
                     run = id,
-                    running_for_s = now.saturating_sub(started_mono).as_secs_f64();
+                    running_for_s = seconds(now.saturating_sub(started_mono));
                     "stopping: shutdown timeout reached; abandoning the running job"
                 );
                 return Some(Exit::RunAbandoned);

@@ -190,24 +190,44 @@ fn defaults_come_from_the_environment() {
     assert_eq!(String::from_utf8_lossy(&five.stdout).lines().count(), 5);
 }
 
+/// A bad argument is named as the user typed it, never as the variable it stands in for; its
+/// text after the name is the service's own (same "expected ..."). Values from the environment
+/// are named as the variable.
 #[test]
-fn bad_input_exits_2_with_the_services_message() {
-    for (args, env) in [
+fn bad_input_exits_2_naming_the_argument_or_the_variable() {
+    for (args, named, env) in [
         (
             vec!["schedule", "61 * * * *"],
+            "invalid EXPR argument \"61 * * * *\"",
             ("CRON_SCHEDULE", "61 * * * *"),
         ),
         (
+            vec!["schedule", "nonsense"],
+            "invalid EXPR argument \"nonsense\"",
+            ("CRON_SCHEDULE", "nonsense"),
+        ),
+        (
             vec!["schedule", "0 0 31 2 *"],
+            "invalid EXPR argument \"0 0 31 2 *\"",
             ("CRON_SCHEDULE", "0 0 31 2 *"),
         ),
         (
             vec!["schedule", "@daily", "--tz", "Mars/Olympus"],
+            "invalid --tz argument \"Mars/Olympus\"",
             ("TZ", "Mars/Olympus"),
         ),
     ] {
         let sub = run(&args, &[]);
         assert_eq!(sub.status.code(), Some(2), "{args:?}");
+        let sub = String::from_utf8_lossy(&sub.stderr).into_owned();
+        assert_eq!(sub.lines().count(), 1, "{sub}");
+        let (prefix, expected) = sub.split_once(": expected ").unwrap();
+        assert_eq!(
+            prefix,
+            format!("orion-worker: usage error: {named}"),
+            "{sub}"
+        );
+        assert!(!sub.contains(env.0), "{args:?} named {}: {sub}", env.0);
         let port = common::free_port().to_string();
         let service = common::run_timeout(
             &[],
@@ -216,16 +236,76 @@ fn bad_input_exits_2_with_the_services_message() {
         );
         assert_eq!(service.status.code(), Some(2));
         assert_eq!(
-            String::from_utf8_lossy(&sub.stderr),
             String::from_utf8_lossy(&service.stderr),
+            format!(
+                "orion-worker: configuration error: invalid {}={:?}: expected {expected}",
+                env.0, env.1
+            ),
             "{args:?}"
         );
+        // Without the argument, the subcommand reads the variable, and names it.
+        let from_env = run(&["schedule"], &[env]);
+        assert_eq!(from_env.status.code(), Some(2));
+        assert_eq!(from_env.stderr, service.stderr, "{args:?}");
     }
-    for args in [
-        vec!["schedule", "@daily", "--from", "tomorrow"],
-        vec!["schedule", "@daily", "-n", "0"],
-        vec!["schedule", "@daily", "--bogus"],
+    for (args, named) in [
+        (
+            vec!["schedule", "@daily", "--from", "tomorrow"],
+            "invalid --from argument \"tomorrow\"",
+        ),
+        (
+            vec!["schedule", "@daily", "-n", "0"],
+            "invalid -n argument \"0\"",
+        ),
+        (
+            vec!["schedule", "@daily", "--count=0"],
+            "invalid --count argument \"0\"",
+        ),
+        (
+            vec!["schedule", "@daily", "--tz="],
+            "invalid --tz argument \"\"",
+        ),
+        (
+            vec!["schedule", "@daily", "--bogus"],
+            "unknown option \"--bogus\"",
+        ),
+        (vec!["schedule", "@daily", "--tz"], "--tz needs a value"),
     ] {
-        assert_eq!(run(&args, &[]).status.code(), Some(2), "{args:?}");
+        let out = run(&args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("orion-worker: usage error: {named}")),
+            "{args:?}: {stderr}"
+        );
     }
+}
+
+/// `CRON_SCHEDULE=''` is refused (it used to mean every minute) while `TZ=''` is UTC, as
+/// tzset(3) reads it and `--help` says.
+#[test]
+fn empty_variables_in_the_subcommand() {
+    let out = run(&["schedule"], &[("CRON_SCHEDULE", "")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("orion-worker: configuration error: invalid CRON_SCHEDULE=\"\": empty; set a value or unset it"),
+        "{stderr}"
+    );
+    let out = run(
+        &[
+            "schedule",
+            "@daily",
+            "--from",
+            "2026-03-07T12:00:00Z",
+            "-n",
+            "1",
+        ],
+        &[("TZ", "")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2026-03-08T00:00:00+00:00\n"
+    );
 }

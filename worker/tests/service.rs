@@ -223,6 +223,14 @@ fn shutdown_delay_keeps_the_metrics_port_serving_with_ready_at_503() {
     );
     let stopped = w.wait_log("worker stopped", Duration::from_secs(5));
     assert_eq!(stopped["how"], "idle");
+    // A probe's 503 while stopping is the stop protocol, not a fault:
+    // nothing is logged above info, however often it is asked.
+    let loud: Vec<serde_json::Value> = w
+        .logs()
+        .into_iter()
+        .filter(|l| l["level"] == "warn" || l["level"] == "error")
+        .collect();
+    assert!(loud.is_empty(), "{loud:?}");
 }
 
 #[test]
@@ -273,13 +281,21 @@ fn config_errors_exit_2_with_one_line_naming_the_variable() {
             "minute field \"61\": value out of range 0-59",
         ),
         ("CRON_SCHEDULE", "0 0 31 2 *", "never fires"),
-        ("CRON_SCHEDULE", "* * * * 1-5 extra", "expected 5 fields"),
+        (
+            "CRON_SCHEDULE",
+            "* * * * 1-5 extra",
+            "6 fields instead of 5",
+        ),
         ("TZ", "Mars/Olympus", "IANA time zone"),
         ("METRICS_PORT", "70000", "1-65535"),
-        ("RUN_ON_START", "maybe", "true or false"),
+        (
+            "RUN_ON_START",
+            "maybe",
+            "true or false (also 1 or 0, yes or no, on or off; any case)",
+        ),
         ("JOB_DURATION_MS", "fast", "integer"),
         ("JOB_FAILURE_RATE", "2", "0-1"),
-        ("JOB_TIMEOUT", "0", "at least 100ms"),
+        ("JOB_TIMEOUT", "0", "a duration 100ms-24h"),
         ("LOG_LEVEL", "loud", "error"),
         ("SHUTDOWN_TIMEOUT", "soon", "duration"),
     ] {
@@ -301,6 +317,103 @@ fn config_errors_exit_2_with_one_line_naming_the_variable() {
             out.stdout.is_empty(),
             "nothing logged before the config is valid"
         );
+    }
+}
+
+/// An empty value (or blanks) is refused like any bad value, for every variable `--help` lists
+/// except `TZ`, whose empty meaning (UTC) `--help` declares: `CRON_SCHEDULE=''` no longer runs
+/// the job every minute.
+#[test]
+fn empty_values_exit_2_except_where_declared() {
+    let vars = orion_worker::config::vars();
+    for var in vars.iter().filter(|v| v.empty.is_none()) {
+        for value in ["", " "] {
+            let port = common::free_port().to_string();
+            let mut env = vec![(var.name, value)];
+            if var.name != "METRICS_PORT" {
+                env.push(("METRICS_PORT", &port));
+            }
+            let out = common::run_timeout(&[], &env, Duration::from_secs(10));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{}={value:?}: {stderr}",
+                var.name
+            );
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.starts_with(&format!(
+                    "orion-worker: configuration error: invalid {}={value:?}: empty; set a value or unset it for the default (expected ",
+                    var.name
+                )),
+                "{stderr}"
+            );
+        }
+    }
+    let declared: Vec<&str> = vars
+        .iter()
+        .filter(|v| v.empty.is_some())
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(declared, ["TZ"]);
+    let w = Worker::start(&[("TZ", ""), ("CRON_SCHEDULE", "@yearly")]);
+    let started = w.wait_log("worker started", Duration::from_secs(5));
+    assert_eq!(started["zone"], "UTC");
+    let bad = run(&["healthcheck"], &[("METRICS_PORT", "")]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// The documented `LOG_LEVEL=warn,orion_worker=debug`: the worker's own lines (job runs at
+/// info) and its request lines (probes at debug), nothing at info from the shared code; and
+/// `duration_ms` with at most three decimals.
+#[test]
+fn documented_log_level_example_shows_job_and_request_lines() {
+    let w = Worker::start_unlogged(&[
+        ("LOG_LEVEL", "warn,orion_worker=debug"),
+        ("CRON_SCHEDULE", "@yearly"),
+        ("JOB_DURATION_MS", "5"),
+    ]);
+    w.wait_log("job completed", Duration::from_secs(5));
+    w.get("/health");
+    let request = w.wait_log("request", Duration::from_secs(5));
+    assert_eq!(request["route"], "/health");
+    assert_eq!(request["level"], "debug");
+    assert!(w.log_with("serving /health, /ready and /metrics").is_none());
+    let lines = w.stdout_lines();
+    let mut durations = 0;
+    for raw in lines
+        .iter()
+        .filter_map(|l| common::raw_number(l, "duration_ms"))
+    {
+        common::assert_millis_text(raw);
+        durations += 1;
+    }
+    assert!(
+        durations >= 2,
+        "job and request lines:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// Every command takes no extra argument.
+#[test]
+fn commands_with_extra_arguments_exit_2() {
+    for args in [
+        ["healthcheck", "extra"],
+        ["--version", "extra"],
+        ["--help", "extra"],
+    ] {
+        let out = run(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "orion-worker: usage error: unexpected argument \"extra\" after {}; see 'orion-worker --help'\n",
+                args[0]
+            )
+        );
+        assert!(out.stdout.is_empty());
     }
 }
 
@@ -344,68 +457,25 @@ fn version_and_help() {
         "JOB_TIMEOUT",
         "METRICS_PORT",
         "SHUTDOWN_DELAY",
+        "HTTP_SEND_TIMEOUT",
+        "HTTP_PIPELINE_DEPTH",
     ] {
         assert!(text.contains(needle), "{needle} missing from --help");
     }
+    // Every variable the configuration reads (the table a unit test compares with what is
+    // read), and the exit codes.
+    common::assert_help_lists(&text, &orion_worker::config::vars());
     let bad = run(&["frobnicate"], &[]);
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// The worker's port is served by the same front: accept errors back off
+/// and are counted, and the worker lives on.
 #[test]
-fn a_dead_accept_loop_is_fatal_for_the_worker_too() {
-    // As in the API's defence test: a hard open-files limit of 96 with a cap
-    // of 10 connections passes the start-up budget; a burst of connections
-    // exhausts the descriptors, accept fails with EMFILE and tiny_http's
-    // accept loop ends for good. serve's fatal path: exit 1, the last line
-    // still written.
-    use common::limit_child_open_files;
-    let mut w = common::ServiceProcess::start_with(
+fn accept_errors_do_not_end_the_worker() {
+    let mut w = common::ServiceProcess::start(
         &common::SPEC,
-        &[
-            ("CRON_SCHEDULE", "@yearly"),
-            ("RUN_ON_START", "false"),
-            ("HTTP_MAX_CONNECTIONS", "10"),
-        ],
-        |cmd| {
-            limit_child_open_files(cmd, 96, 96);
-        },
+        &[("CRON_SCHEDULE", "@yearly"), ("RUN_ON_START", "false")],
     );
-    let addr = w.addr();
-    let mut held = Vec::new();
-    let start = std::time::Instant::now();
-    let status = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "kept running with a dead accept loop: {:?}",
-            w.stdout_lines()
-        );
-        for _ in 0..50 {
-            if let Ok(s) = std::net::TcpStream::connect(addr) {
-                held.push(s);
-            }
-        }
-        if let Some(st) = w.child.try_wait().unwrap() {
-            break st;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    drop(held);
-    w.wait_output_closed(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(1), "{:?}", w.stdout_lines());
-    let lines = w.stdout_lines();
-    // (Not necessarily the last line: the other reporter may still log.)
-    let stopped = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["message"] == "worker stopped")
-        .unwrap_or_else(|| panic!("no \"worker stopped\" line: {lines:?}"));
-    assert_eq!(stopped["exit_code"], 1, "{stopped}");
-    assert_eq!(stopped["how"], "idle", "{stopped}");
-    // Either the guard (listener gone) or a handler (the accept error)
-    // reports it first; both name the accept loop.
-    assert!(
-        lines.iter().any(|l| l.contains("\"fatal error; exiting\"")),
-        "{lines:?}"
-    );
-    assert!(lines.iter().any(|l| l.contains("accept loop")), "{lines:?}");
+    orion_shared::testing::assert_accept_errors_back_off(&mut w);
 }

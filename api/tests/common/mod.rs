@@ -89,10 +89,10 @@ impl Api {
 
     /// Waits until the guard has logged (at trace level) that it found the
     /// connection whose client side is `s`.
-    pub fn wait_guard_found(&self, s: &TcpStream) {
+    pub fn wait_front_found(&self, s: &TcpStream) {
         let peer = format!("\"peer\":\"{}\"", s.local_addr().unwrap());
         self.wait_log(Duration::from_secs(10), |l| {
-            l.contains("guard: new connection") && l.contains(&peer)
+            l.contains("front: new connection") && l.contains(&peer)
         });
     }
 

@@ -1,28 +1,25 @@
-//! Message framing, judged by a pure function over what tiny_http parsed.
+//! What a request head means for its connection, judged by pure functions
+//! over the pieces [`super::head`] found: [`judge`] (is it acceptable, and
+//! what body follows it), [`keep_alive`] (may the connection serve another
+//! request after it) and [`expects_continue`].
 //!
-//! tiny_http 0.12 frames requests laxly: it takes the first `Content-Length`
-//! (and parses it with `usize::from_str`, which accepts `+35`), treats any
-//! `Transfer-Encoding` as chunked, ignores a second `Host`, accepts empty
-//! field names and control characters in values. A lenient reading of the
-//! length makes the rest of a body the next request (request smuggling). It
-//! does hand every header of every request to a handler, so the rules of
-//! RFC 9112/9110 are enforced here, before any route runs:
+//! The rules of RFC 9112/9110, before anything is forwarded to a handler:
 //!
 //! * invalid or ambiguous framing → 400 (501 for a transfer coding we do not
 //!   implement), and the connection is closed after the answer;
-//! * a request that carries a body gets its normal answer, and the
-//!   connection is closed after it: no route takes a body, so we never need
-//!   to know where it ends, and no byte of it can ever be read as a request;
-//! * a request head over the size or field-count limit → 431 and close (the
-//!   guard only sees bytes as they arrive; a head sent in one write is parsed
-//!   before it looks);
+//! * a request that carries a body gets its normal answer once the front has
+//!   read (and discarded) the body, and the connection is closed after it: no
+//!   route takes a body, and no byte after one is ever read as a request;
+//! * a request head over the size or field-count limit → 431 and close;
 //! * HTTP/1.1 without exactly one `Host` → 400; a version other than 1.0 or
 //!   1.1 → 505.
 //!
-//! [`judge`] only reads its arguments, so it is tested with made-up requests.
+//! A refusal is still answered by a handler (a JSON error, logged and
+//! counted like any request): the front forwards the method and target with
+//! the refusal's [`Refusal::code`], and the handler turns it back into a
+//! [`Refusal`] with [`Refusal::from_code`].
 
 use super::close::CloseReason;
-use super::Reply;
 
 /// Limits on a request head.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +60,10 @@ pub enum Refusal {
     BadTransferEncoding,
     UnknownTransferCoding,
     TransferEncodingInHttp10,
+    /// A body longer than the limit (announced, or counted as it came).
+    BodyTooLarge,
+    /// A chunked body that breaks the chunked syntax.
+    BadChunkedBody,
 }
 
 impl Refusal {
@@ -70,6 +71,7 @@ impl Refusal {
         match self {
             Refusal::HeadTooLarge | Refusal::TooManyFields => 431,
             Refusal::Version => 505,
+            Refusal::BodyTooLarge => 413,
             Refusal::UnknownTransferCoding => 501,
             _ => 400,
         }
@@ -92,7 +94,43 @@ impl Refusal {
             Refusal::BadTransferEncoding => "chunked must be the final transfer coding, once",
             Refusal::UnknownTransferCoding => "unsupported transfer coding",
             Refusal::TransferEncodingInHttp10 => "Transfer-Encoding in a version 1.0 request",
+            Refusal::BodyTooLarge => "request body too large",
+            Refusal::BadChunkedBody => "invalid chunked body",
         }
+    }
+
+    /// Every refusal, in the order of [`Refusal::code`]'s table.
+    pub const ALL: [Refusal; 16] = [
+        Refusal::HeadTooLarge,
+        Refusal::TooManyFields,
+        Refusal::Version,
+        Refusal::MissingHost,
+        Refusal::DuplicateHost,
+        Refusal::BadFieldName,
+        Refusal::BadFieldValue,
+        Refusal::BadTarget,
+        Refusal::BadContentLength,
+        Refusal::DuplicateContentLength,
+        Refusal::LengthAndChunked,
+        Refusal::BadTransferEncoding,
+        Refusal::UnknownTransferCoding,
+        Refusal::TransferEncodingInHttp10,
+        Refusal::BodyTooLarge,
+        Refusal::BadChunkedBody,
+    ];
+
+    /// The refusal's name in the canonical request the front forwards (the
+    /// value of its [`REFUSAL_FIELD`]).
+    pub fn code(self) -> &'static str {
+        REFUSAL_CODES[self as usize]
+    }
+
+    /// The refusal a [`Refusal::code`] names.
+    pub fn from_code(code: &str) -> Option<Refusal> {
+        REFUSAL_CODES
+            .iter()
+            .position(|c| *c == code)
+            .map(|i| Refusal::ALL[i])
     }
 
     /// The close that follows the answer (its `reason` label is
@@ -100,10 +138,36 @@ impl Refusal {
     pub fn close_reason(self) -> CloseReason {
         match self {
             Refusal::HeadTooLarge | Refusal::TooManyFields => CloseReason::HeadRefused,
+            Refusal::BodyTooLarge => CloseReason::RequestBody,
             _ => CloseReason::BadRequest,
         }
     }
 }
+
+/// The field of a canonical request that carries a [`Refusal::code`]. Only
+/// the front writes canonical requests, and it copies no field of the
+/// client's, so a client cannot send one.
+pub const REFUSAL_FIELD: &str = "Orion-Refusal";
+
+/// [`Refusal::code`]s, indexed by the variant.
+const REFUSAL_CODES: [&str; 16] = [
+    "head-too-large",
+    "too-many-fields",
+    "version",
+    "missing-host",
+    "duplicate-host",
+    "bad-field-name",
+    "bad-field-value",
+    "bad-target",
+    "bad-content-length",
+    "duplicate-content-length",
+    "length-and-chunked",
+    "bad-transfer-encoding",
+    "unknown-transfer-coding",
+    "transfer-encoding-in-http10",
+    "body-too-large",
+    "bad-chunked-body",
+];
 
 /// The verdict on one request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +202,7 @@ pub fn judge<'a>(
             // Keep counting: size and count refusals come first.
             continue;
         }
-        if !is_token(name) {
+        if !is_token(name.as_bytes()) {
             first_problem = Some(Refusal::BadFieldName);
             continue;
         }
@@ -170,7 +234,7 @@ pub fn judge<'a>(
     if let Some(p) = first_problem {
         return Verdict::Refuse(p);
     }
-    if target.is_empty() || target.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+    if !forwardable_target(target) {
         return Verdict::Refuse(Refusal::BadTarget);
     }
     if version == (1, 1) && hosts == 0 {
@@ -211,11 +275,49 @@ fn parse_length(v: &str) -> Option<u64> {
     v.parse().ok()
 }
 
-/// RFC 9110 `token`: the characters a field name may have.
-fn is_token(s: &str) -> bool {
+/// Whether `target` is non-empty visible ASCII (RFC 9112 §3.2): what a
+/// request target may be, and what a canonical request may carry (tiny_http
+/// takes ASCII request lines only, split at spaces).
+pub fn forwardable_target(target: &str) -> bool {
+    !target.is_empty() && target.bytes().all(|b| b > 0x20 && b < 0x7f)
+}
+
+/// RFC 9110 `token`: the characters a method or a field name may have.
+pub fn is_token(s: &[u8]) -> bool {
     !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+}
+
+/// Whether the connection may serve another request after this one's
+/// answer (RFC 9112 §9.3): HTTP/1.1 unless `Connection` has `close`;
+/// HTTP/1.0 only with `keep-alive`.
+pub fn keep_alive<'a>(
+    version: (u8, u8),
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    let (mut close, mut keep) = (false, false);
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case("connection") {
+            for option in value.split(',').map(str::trim) {
+                close |= option.eq_ignore_ascii_case("close");
+                keep |= option.eq_ignore_ascii_case("keep-alive");
+            }
+        }
+    }
+    !close && (version >= (1, 1) || keep)
+}
+
+/// Whether the client waits for `100 Continue` before sending its body
+/// (RFC 9110 §10.1.1; only HTTP/1.1 clients may).
+pub fn expects_continue<'a>(
+    version: (u8, u8),
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    version >= (1, 1)
+        && fields.into_iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("expect") && value.eq_ignore_ascii_case("100-continue")
+        })
 }
 
 /// The transfer codings of every `Transfer-Encoding` field, in order.
@@ -288,152 +390,6 @@ fn scheme_rest(target: &str) -> Option<&str> {
         }
     }
     None
-}
-
-/// A complete response with `Connection: close`, written by us rather than
-/// tiny_http (which drops a handler's `Connection` header), for the answers
-/// after which the connection is closed.
-pub fn render_final(
-    status: u16,
-    reason: &str,
-    content_type: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    head_only: bool,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + body.len());
-    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
-    out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
-    out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    out.extend_from_slice(b"Connection: close\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
-}
-
-/// tiny_http's default for a response's chunked threshold
-/// (`Response::chunked_threshold`): a body this long or longer is sent
-/// chunked to an HTTP/1.1 client.
-const TINY_HTTP_CHUNKED_THRESHOLD: usize = 32768;
-
-/// The response headers tiny_http treats specially (`Response::add_header`
-/// drops, replaces or interprets them; `raw_print` adds `Date` and `Server`
-/// only when they are missing).
-const SPECIAL_RESPONSE_FIELDS: [&str; 8] = [
-    "Connection",
-    "Trailer",
-    "Transfer-Encoding",
-    "Upgrade",
-    "Content-Length",
-    "Content-Type",
-    "Date",
-    "Server",
-];
-
-/// The bytes tiny_http 0.12's `Request::respond` writes for a response built
-/// as the server builds its keep-alive answers (`Response::from_data(body)`,
-/// the status, a `Date` header of `date`, `Content-Type`, then the reply's
-/// headers),
-/// in one buffer, so they go to the connection in one write instead of
-/// twenty locked ones. `None` wherever tiny_http would frame the answer
-/// otherwise (chunked, for a request with a `TE` field or a body of 32 KiB
-/// or more; no body for 1xx, 204 and 304) or treat a header specially, or
-/// where a header is not ASCII: the caller then lets tiny_http respond.
-///
-/// `version` is the request's; `request_fields` the names of its header
-/// fields; `head_only` for HEAD (tiny_http sends the headers of the body,
-/// and not the body).
-pub fn render_keep_alive<'a>(
-    version: (u8, u8),
-    mut request_fields: impl Iterator<Item = &'a str>,
-    reply: &Reply,
-    head_only: bool,
-    date: &str,
-) -> Option<Vec<u8>> {
-    let (status, content_type, body) = (reply.status, reply.content_type, &reply.body[..]);
-    if status < 200 || status == 204 || status == 304 {
-        return None;
-    }
-    if version > (1, 0)
-        && (body.len() >= TINY_HTTP_CHUNKED_THRESHOLD
-            || request_fields.any(|f| f.eq_ignore_ascii_case("TE")))
-    {
-        return None;
-    }
-    let special = |name: &str| {
-        SPECIAL_RESPONSE_FIELDS
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(name))
-    };
-    if !content_type.is_ascii()
-        || !date.is_ascii()
-        || reply
-            .headers
-            .iter()
-            .any(|(n, v)| !n.is_ascii() || !v.is_ascii() || special(n))
-    {
-        return None;
-    }
-    let reason = tiny_http::StatusCode(status).default_reason_phrase();
-    let mut out = Vec::with_capacity(160 + body.len());
-    out.extend_from_slice(b"HTTP/");
-    crate::decimal::push(&mut out, version.0.into());
-    out.push(b'.');
-    crate::decimal::push(&mut out, version.1.into());
-    out.push(b' ');
-    crate::decimal::push(&mut out, status.into());
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\nServer: tiny-http (Rust)\r\nDate: ");
-    out.extend_from_slice(date.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(content_type.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &reply.headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"Content-Length: ");
-    crate::decimal::push(&mut out, body.len() as u64);
-    out.extend_from_slice(b"\r\n\r\n");
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    Some(out)
-}
-
-/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) of `secs` after the
-/// epoch: what tiny_http writes in its `Date` header (through `httpdate`),
-/// for the years 1970 to 9999.
-pub fn http_date(secs: u64) -> Option<String> {
-    // 9999-12-31T23:59:59Z: httpdate writes four digits of year.
-    if secs > 253_402_300_799 {
-        return None;
-    }
-    use chrono::{Datelike, Timelike};
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let t = chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?;
-    // chrono's strftime would do, but its parser adds about 40 KB to the binary.
-    Some(format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        DAYS[t.weekday().num_days_from_monday() as usize],
-        t.day(),
-        MONTHS[t.month0() as usize],
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    ))
 }
 
 #[cfg(test)]
@@ -665,163 +621,59 @@ mod tests {
     }
 
     #[test]
-    fn final_responses_say_close() {
-        let r = render_final(
-            400,
-            "Bad Request",
-            "application/json",
-            &[("Allow", "GET")],
-            b"{}",
-            false,
-        );
-        let text = String::from_utf8(r).unwrap();
-        assert_eq!(
-            text,
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\nAllow: GET\r\n\r\n{}"
-        );
-        let head = render_final(200, "OK", "text/plain", &[], b"abc", true);
-        assert!(String::from_utf8(head)
-            .unwrap()
-            .ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"));
-    }
-
-    /// What tiny_http itself writes for the answer `render_keep_alive`
-    /// renders (into a buffer: `raw_print` is what `respond` calls).
-    fn tiny_http_bytes(
-        version: (u8, u8),
-        request_fields: &[&str],
-        reply: &Reply,
-        head_only: bool,
-        date: &str,
-    ) -> Vec<u8> {
-        let h =
-            |n: &str, v: &str| tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()).unwrap();
-        let mut response =
-            tiny_http::Response::from_data(reply.body.clone()).with_status_code(reply.status);
-        response.add_header(h("Date", date));
-        response.add_header(h("Content-Type", reply.content_type));
-        for (n, v) in &reply.headers {
-            response.add_header(h(n, v));
+    fn targets_outside_visible_ascii_are_refused() {
+        for t in ["/caf\u{e9}", "/a b", "/\u{7f}", "/a\tb"] {
+            assert_eq!(
+                judge((1, 1), t, [("Host", "x")], LIMITS),
+                Verdict::Refuse(Refusal::BadTarget),
+                "{t:?}"
+            );
         }
-        let request: Vec<tiny_http::Header> = request_fields.iter().map(|f| h(f, "x")).collect();
-        let mut out = Vec::new();
-        response
-            .raw_print(
-                &mut out,
-                tiny_http::HTTPVersion(version.0, version.1),
-                &request,
-                head_only,
-                None,
-            )
-            .unwrap();
-        out
-    }
-
-    fn reply(status: u16, headers: &[(&'static str, &str)], body: &[u8]) -> Reply {
-        let mut r = Reply::bytes(status, "application/json", body.to_vec());
-        for (n, v) in headers {
-            r = r.with_header(n, *v);
-        }
-        r
     }
 
     #[test]
-    fn keep_alive_answers_are_the_bytes_tiny_http_writes() {
-        let date = "Tue, 01 Dec 2026 21:54:57 GMT";
-        let big = vec![b'x'; TINY_HTTP_CHUNKED_THRESHOLD];
-        let just_under = vec![b'y'; TINY_HTTP_CHUNKED_THRESHOLD - 1];
-        let bodies: [&[u8]; 5] = [b"", b"{\"status\":\"ok\"}\n", b"x", &just_under, &big];
-        let header_sets: [&[(&str, &str)]; 4] = [
-            &[],
-            &[("Allow", "GET, HEAD")],
-            &[("X-One", "1"), ("x-two", "")],
-            // Treated specially by tiny_http: never rendered by us.
-            &[("content-length", "5")],
-        ];
-        let request_sets: [&[&str]; 4] = [&[], &["Host", "User-Agent"], &["te"], &["Host", "TE"]];
-        let mut rendered = 0;
-        for version in [(1, 1), (1, 0), (0, 9)] {
-            for status in [200, 201, 204, 304, 400, 404, 405, 413, 431, 500, 503, 599] {
-                for body in bodies {
-                    for headers in header_sets {
-                        for request in request_sets {
-                            for head_only in [false, true] {
-                                let r = reply(status, headers, body);
-                                let ours = render_keep_alive(
-                                    version,
-                                    request.iter().copied(),
-                                    &r,
-                                    head_only,
-                                    date,
-                                );
-                                let theirs = tiny_http_bytes(version, request, &r, head_only, date);
-                                if let Some(ours) = ours {
-                                    rendered += 1;
-                                    assert_eq!(
-                                        String::from_utf8_lossy(&ours),
-                                        String::from_utf8_lossy(&theirs),
-                                        "{version:?} {status} {headers:?} {request:?} {head_only} body {}",
-                                        body.len()
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+    fn every_refusal_has_its_own_code_and_comes_back_from_it() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in Refusal::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "ALL is in declaration order");
+            assert!(seen.insert(r.code()), "{r:?}");
+            assert_eq!(Refusal::from_code(r.code()), Some(r));
+            assert!(r
+                .code()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'-' || b.is_ascii_digit()));
         }
-        // The answers the API sends are among those rendered.
-        assert!(rendered > 500, "{rendered}");
-        let ok =
-            |version, request: &[&str], status, headers: &[(&'static str, &str)], body: &[u8]| {
-                let r = reply(status, headers, body);
-                render_keep_alive(version, request.iter().copied(), &r, false, date).is_some()
-            };
-        assert!(ok((1, 1), &["Host"], 200, &[], b"{}"));
-        assert!(ok((1, 1), &["Host"], 405, &[("Allow", "GET, HEAD")], b"{}"));
-        assert!(ok((1, 0), &["TE"], 200, &[], &big));
-        assert!(!ok((1, 1), &["Host", "TE"], 200, &[], b"{}"));
-        assert!(!ok((1, 1), &["Host"], 200, &[], &big));
-        assert!(!ok((1, 1), &["Host"], 204, &[], b""));
-        assert!(!ok((1, 1), &["Host"], 200, &[("Date", "x")], b""));
-        assert!(!ok((1, 1), &["Host"], 200, &[("X", "é")], b""));
+        assert_eq!(Refusal::from_code("nonsense"), None);
+        assert_eq!(Refusal::BodyTooLarge.status(), 413);
+        assert_eq!(
+            Refusal::BodyTooLarge.close_reason().label(),
+            Some("request_body")
+        );
+        assert_eq!(
+            Refusal::BadChunkedBody.close_reason().label(),
+            Some("bad_request")
+        );
     }
 
     #[test]
-    fn http_dates_are_the_ones_tiny_http_writes() {
-        assert_eq!(
-            http_date(784_111_777).unwrap(),
-            "Sun, 06 Nov 1994 08:49:37 GMT"
-        );
-        assert_eq!(http_date(0).unwrap(), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(
-            http_date(253_402_300_799).unwrap(),
-            "Fri, 31 Dec 9999 23:59:59 GMT"
-        );
-        assert_eq!(http_date(253_402_300_800), None);
-        assert_eq!(
-            http_date(1_709_164_800).unwrap(),
-            "Thu, 29 Feb 2024 00:00:00 GMT"
-        );
-        // And today's, against tiny_http's own Date header.
-        for _ in 0..5 {
-            let before = std::time::SystemTime::now();
-            let mut out = Vec::new();
-            tiny_http::Response::from_data(Vec::new())
-                .raw_print(&mut out, tiny_http::HTTPVersion(1, 1), &[], false, None)
-                .unwrap();
-            let after = std::time::SystemTime::now();
-            let secs = |t: std::time::SystemTime| {
-                t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-            };
-            if secs(before) != secs(after) {
-                continue;
-            }
-            let text = String::from_utf8(out).unwrap();
-            let line = text.lines().find(|l| l.starts_with("Date: ")).unwrap();
-            assert_eq!(line, format!("Date: {}", http_date(secs(before)).unwrap()));
-            return;
-        }
-        panic!("the clock kept crossing a second");
+    fn keep_alive_follows_the_version_and_connection_options() {
+        assert!(keep_alive((1, 1), []));
+        assert!(!keep_alive((1, 1), [("Connection", "close")]));
+        assert!(!keep_alive((1, 1), [("connection", "Keep-Alive, CLOSE")]));
+        assert!(!keep_alive((1, 0), []));
+        assert!(keep_alive((1, 0), [("Connection", "keep-alive")]));
+        assert!(!keep_alive(
+            (1, 0),
+            [("Connection", "keep-alive"), ("Connection", "close")]
+        ));
+        assert!(keep_alive((1, 1), [("X-Connection", "close")]));
+    }
+
+    #[test]
+    fn only_http_1_1_clients_expect_100_continue() {
+        assert!(expects_continue((1, 1), [("Expect", "100-Continue")]));
+        assert!(!expects_continue((1, 0), [("Expect", "100-continue")]));
+        assert!(!expects_continue((1, 1), [("Expect", "something")]));
+        assert!(!expects_continue((1, 1), []));
     }
 }

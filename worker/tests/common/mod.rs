@@ -47,7 +47,10 @@ pub fn run_timeout(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Ou
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use orion_shared::http::sys::limit_child_open_files;
 #[allow(unused_imports)] // each test binary uses its own subset
-pub use orion_shared::testing::{free_port, sample, ServiceProcess, ServiceSpec};
+pub use orion_shared::testing::{
+    assert_help_lists, assert_millis_text, free_port, raw_number, sample, ServiceProcess,
+    ServiceSpec,
+};
 
 /// How the worker is started and says it listens.
 pub const SPEC: ServiceSpec<'static> = ServiceSpec {
@@ -77,6 +80,16 @@ impl Worker {
     /// port; waits until it logs that it serves and `/health` answers.
     pub fn start(env: &[(&str, &str)]) -> Worker {
         let w = Worker(ServiceProcess::start(&SPEC, env));
+        w.wait_until("the metrics port answers", Duration::from_secs(10), || {
+            w.get("/health").is_some()
+        });
+        w
+    }
+
+    /// [`Worker::start`] for a `LOG_LEVEL` that hides the "serving" line: on the port it was
+    /// given, once `/health` answers.
+    pub fn start_unlogged(env: &[(&str, &str)]) -> Worker {
+        let w = Worker(ServiceProcess::start_unlogged(&SPEC, env));
         w.wait_until("the metrics port answers", Duration::from_secs(10), || {
             w.get("/health").is_some()
         });
