@@ -9,7 +9,7 @@ use orion_shared::config::{exit_on_error, render_vars, Env, EXIT_CODES_HELP, EXI
 /// lot per request on two threads (the connection's and a handler's): under
 /// load a third of the API's CPU went to that lock's futex wake-ups. mimalloc
 /// keeps per-thread heaps and frees across threads without a lock (figures in
-/// README, Benchmarks). The worker keeps musl's: it is not throughput-bound.
+/// docs/decisions/2026-11-26-mimalloc.md). The worker keeps musl's: it is not throughput-bound.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -165,15 +165,12 @@ fn a_request_with_a_body_gets_its_answer_and_the_connection_is_closed() {
     assert_nothing_smuggled(&api);
 }
 
-/// tiny_http parses the request after a small or refused body at once and
-/// queues it, possibly to another handler thread while the first is still
-/// being judged, and closes its read side's descriptor the moment it sees
-/// EOF: the lane must discard every later request and the close must find
-/// the socket anyway. Many rounds from 4 clients at once, 8 handlers, three
-/// kinds of first request, 5 pipelined requests behind each (found a 1-in-
-/// 1,500 leak of tiny_http's 500 for a discarded request while written;
-/// 1,200 connections from one address also reuse client ports, which a
-/// closed lane must not mistake for its old connection).
+/// What follows a body or a refused request is never read as a request,
+/// however many handler threads there are: many rounds from 4 clients at
+/// once, 8 handlers, three kinds of first request, 5 pipelined requests
+/// behind each, 1,200 connections from one address (reusing client ports).
+/// (Under the old serving layer, which let tiny_http parse ahead, this
+/// found races; now it guards the one-request-at-a-time rule.)
 #[test]
 fn requests_queued_behind_a_body_never_run_even_on_other_threads() {
     let api = Api::start(&[("HTTP_THREADS", "8")]);
@@ -266,7 +263,8 @@ fn unsupported_versions_that_reach_a_handler_get_505_and_close() {
 /// for good; 71 of them restarted a process capped at 64 connections. The
 /// front answers 505 from the request line alone and closes; nothing is
 /// held, so 200 of them, and 200 h2c prefaces (what an HTTP/2
-/// prior-knowledge client sends first), leave the process as it was.
+/// prior-knowledge client sends first), leave the process as it was, far
+/// past the cap of 64 that used to end it.
 #[test]
 fn http_2_request_lines_and_the_h2c_preface_get_505_and_leave_nothing_behind() {
     let mut api = Api::start(&[("HTTP_MAX_CONNECTIONS", "64")]);
@@ -278,20 +276,24 @@ fn http_2_request_lines_and_the_h2c_preface_get_505_and_leave_nothing_behind() {
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         b"GET / HTTP/3.0\r\n",
     ] {
-        // 200 at once, more than the cap, each answered and closed.
-        let conns: Vec<_> = (0..200)
-            .map(|_| {
-                let mut s = api.connect();
-                s.write_all(first).unwrap();
-                s
-            })
-            .collect();
-        for mut s in conns {
-            let (got, closed) = read_for(&mut s, Duration::from_secs(8));
-            let text = String::from_utf8_lossy(&got);
-            assert!(closed, "left open: {text:?}");
-            assert!(text.starts_with("HTTP/1.1 505 "), "{text:?}");
-            assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text:?}");
+        // 200, in batches of 50 open at once (under the cap, so that none
+        // is shed: a client slow between connect and write may be, which is
+        // the cap's rule, not this test's subject), each answered and closed.
+        for _ in 0..4 {
+            let conns: Vec<_> = (0..50)
+                .map(|_| {
+                    let mut s = api.connect();
+                    s.write_all(first).unwrap();
+                    s
+                })
+                .collect();
+            for mut s in conns {
+                let (got, closed) = read_for(&mut s, Duration::from_secs(8));
+                let text = String::from_utf8_lossy(&got);
+                assert!(closed, "left open: {text:?}");
+                assert!(text.starts_with("HTTP/1.1 505 "), "{text:?}");
+                assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text:?}");
+            }
         }
     }
     assert_eq!(api.get("/health").status, 200);
@@ -307,8 +309,8 @@ fn http_2_request_lines_and_the_h2c_preface_get_505_and_leave_nothing_behind() {
     );
 }
 
-/// The header limit for heads sent in one write, which tiny_http parses
-/// before the guard sees their size.
+/// The header limits for heads sent in one write: too long (cut off once
+/// the limit is read) or too many fields (judged once complete).
 #[test]
 fn burst_heads_over_the_limits_get_431_and_close() {
     let api = Api::start(&[]);

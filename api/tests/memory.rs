@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Bound stated in README: a 64 MiB header raises the peak RSS by less than
+/// Bound stated in docs/http.md: a 64 MiB header raises the peak RSS by less than
 /// 16 MiB (measured: a few MiB), and the client gets a 431 or a close.
 #[test]
 fn a_64_mib_header_does_not_grow_memory() {
@@ -79,10 +79,9 @@ fn send_huge_header(api: &Api) -> (usize, Vec<u8>) {
     (sent, got)
 }
 
-/// The first connection after a quiet spell: the listener's epoll wake-up
-/// was lost about half the time (tiny_http accepted first) and the guard
-/// found the connection only at its next rescan, after the whole 64 MiB had
-/// been read. Four tries, each after the guard's follow-up scans are over.
+/// The first connection after a quiet spell is cut off too (when tiny_http
+/// owned the listener, the guard's wake-up for it was lost half the time and
+/// the whole 64 MiB was read). Four tries, each after a quiet spell.
 #[test]
 fn a_huge_header_on_the_first_connection_after_a_quiet_spell_is_cut_off() {
     let api = Api::start(&[]);

@@ -25,16 +25,11 @@ fn requests_in_flight_when_sigterm_lands_all_complete() {
             s
         })
         .collect();
-    // The guard knows every one of them (so the drain must wait for them).
+    // The front has every one of them (so the drain must wait for them).
     for s in &conns {
         api.wait_front_found(s);
     }
-    // And some idle keep-alive connections that have had their answer. Each
-    // is known to the guard before its request: one answered before the
-    // guard first finds it can lose its handler bookkeeping to a racing
-    // rescan and then pass for a partial request, which the drain waits for
-    // (a guard race, not this test's subject; seen here about once in ten
-    // runs with trace logging on).
+    // And some idle keep-alive connections that have had their answer.
     let mut idle: Vec<TcpStream> = (0..5)
         .map(|_| {
             let mut s = api.connect();

@@ -87,7 +87,7 @@ impl Api {
         self.get("/metrics").text()
     }
 
-    /// Waits until the guard has logged (at trace level) that it found the
+    /// Waits until the front has logged (at trace level) that it accepted the
     /// connection whose client side is `s`.
     pub fn wait_front_found(&self, s: &TcpStream) {
         let peer = format!("\"peer\":\"{}\"", s.local_addr().unwrap());

@@ -50,6 +50,10 @@ const TOKEN_LINK: u64 = 1 << 62;
 /// out over the cap.
 const ACCEPT_BATCH: usize = 64;
 
+/// Candidates looked at for one shed: each one read first may turn out to
+/// have a request and be spared.
+const SHED_TRIES: usize = 8;
+
 /// First and longest pause of the listener after an accept error that
 /// another accept would only repeat (no descriptors or memory left).
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
@@ -504,7 +508,7 @@ impl Loop {
             if !self.accept_ready || self.cap_full || self.listener.is_none() {
                 return;
             }
-            if self.open >= self.max_connections && !self.shed_one() {
+            if self.open >= self.max_connections && !self.shed_one(now) {
                 // Full of requests in progress: the rest wait in the
                 // kernel's queue until a connection ends.
                 self.cap_full = true;
@@ -537,24 +541,44 @@ impl Loop {
     }
 
     /// Sheds the connection cheapest to lose, at once (its place is needed
-    /// now: no lingering); whether there was one.
-    fn shed_one(&mut self) -> bool {
-        let ranked = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| Some((i as u32, e.slot.as_ref()?.conn.shed_rank()?)));
-        let Some(idx) = pick_shed(ranked) else {
-            return false;
-        };
-        if let Some(reason) = self.slot_at(idx).and_then(|s| s.conn.shed_reason()) {
-            self.count(idx, reason);
-            if let (Some(slot), Some(answer)) = (self.slot_at(idx), reason.response()) {
-                sys::send_nowait(slot.stream.as_fd(), answer);
+    /// now: no lingering); whether one went. A candidate with no request
+    /// under way is read first: its request may be waiting in the socket,
+    /// its event not taken yet (a client that sends right after connecting,
+    /// accepted in the same batch), and then it is being served, not idle.
+    fn shed_one(&mut self, now: Instant) -> bool {
+        for _ in 0..SHED_TRIES {
+            let ranked = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| Some((i as u32, e.slot.as_ref()?.conn.shed_rank()?)));
+            let Some((idx, rank)) = pick_shed(ranked.map(|(i, r)| ((i, r), r))) else {
+                return false;
+            };
+            let open = self.open;
+            if rank.0 > 0 {
+                if let Some(slot) = self.slot_at(idx) {
+                    slot.readable = true;
+                }
+                self.drive(idx, now);
+                if self.open < open {
+                    return true;
+                }
+                let now_rank = self.slot_at(idx).and_then(|s| s.conn.shed_rank());
+                if now_rank.map(|r| r.0) != Some(rank.0) {
+                    continue;
+                }
             }
+            if let Some(reason) = self.slot_at(idx).and_then(|s| s.conn.shed_reason()) {
+                self.count(idx, reason);
+                if let (Some(slot), Some(answer)) = (self.slot_at(idx), reason.response()) {
+                    sys::send_nowait(slot.stream.as_fd(), answer);
+                }
+            }
+            self.drop_slot(idx);
+            return true;
         }
-        self.drop_slot(idx);
-        true
+        false
     }
 
     fn admit(&mut self, stream: TcpStream, peer: Option<SocketAddr>, now: Instant) {
