@@ -81,6 +81,7 @@ phase=kubeconfig
 KUBECONFIG="$(mktemp)"
 export KUBECONFIG
 aws eks update-kubeconfig --name "$EKS_CLUSTER_NAME" --region "$AWS_REGION" --kubeconfig "$KUBECONFIG" >/dev/null
+orion_use_cluster_kubectl
 
 phase=preflight
 # preflight_pull REF: can the nodes pull REF (see the header)?

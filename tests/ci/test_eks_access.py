@@ -37,6 +37,8 @@ RESOURCES = {
 def requests(call: str) -> set[tuple[str, str, str, str]]:
     """(namespace or "" for cluster scope, API group, resource, verb) for one kubectl call, as
     kubectl v1.3x makes them (kubernetes/kubectl, pkg/cmd/...):
+    - version: GET /version, a non-resource URL every client may read (default ClusterRole
+      system:public-info-viewer), so nothing to grant
     - get KIND NAME / get KIND -o json: a GET of the object, or a LIST (get/get.go)
     - apply -f FILE: per object a GET, then POST (create) when absent or PATCH (apply/apply.go,
       client-side apply); a Role/RoleBinding also needs the Role's own permissions held
@@ -56,6 +58,8 @@ def requests(call: str) -> set[tuple[str, str, str, str]]:
     out: set[tuple[str, str, str, str]] = set()
     if verb == "kustomize":
         return out  # local, no API request
+    if verb == "version":
+        return out  # GET /version: system:public-info-viewer, granted to everyone by default
     if verb == "get":
         kinds = argv[1].split(",")
         named = len(argv) > 2 and not argv[2].startswith("-")
