@@ -6,7 +6,10 @@
 #   make test-monitoring   + promtool unit tests of every alert (incl. the SLO burn-rate pairs),
 #                          the amtool routing table, the dashboard/annotation checks, and the live
 #                          tests: real orion-api + orion-worker + Debian's prometheus and
-#                          prometheus-alertmanager, notifications caught by an in-test webhook
+#                          prometheus-alertmanager, notifications caught by an in-test webhook; then
+#                          the same checks by the promtool/amtool of the images compose and k8s
+#                          ship (scripts/monitoring-upstream-check.sh: where they can be pulled,
+#                          i.e. CI's GitHub runner; elsewhere it says NOT RUN and which ran)
 #
 # The compose config names its rule files by their paths inside the prom/prometheus container
 # (/etc/prometheus/alerts.yaml, slo.yaml). `promtool check config` on it as shipped can only
@@ -40,10 +43,12 @@ lint-monitoring: deps tools ## promtool check config (compose) and check rules; 
 	grep -qF -- '- $(CURDIR)/monitoring/slo.yaml' "$$tmp/prometheus.yml"; \
 	promtool check config "$$tmp/prometheus.yml"
 	promtool check rules monitoring/alerts.yaml monitoring/slo.yaml
+	$(VENV_BIN)/shellcheck --severity=style scripts/monitoring-upstream-check.sh
 
 # The live test runs the binaries the images ship (`make build`: static musl, auditable).
 # A plain `cargo build --release` here would rebuild them: cargo-auditable's wrapper changes
 # the fingerprint, so the two builds would undo each other on every run.
 test-monitoring: deps tools lint-monitoring build ## alert unit tests, dashboard checks, live Prometheus against the real binaries
 	printf '%s\n' $(MONITORING_RULE_TESTS) | xargs -P 2 -n 1 promtool test rules
+	scripts/monitoring-upstream-check.sh $(notdir $(MONITORING_RULE_TESTS))
 	ORION_BIN_DIR=$(MONITORING_BIN_DIR) $(VENV_BIN)/pytest -q tests/monitoring

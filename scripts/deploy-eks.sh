@@ -4,7 +4,10 @@
 # Runs only when it can run for real. Without AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 # AWS_REGION and EKS_CLUSTER_NAME it records "not deployed" with the missing names (the
 # deployment summary shows it) and exits 0: a pipeline without a cloud account is not a
-# failure, and it never claims a deploy that did not happen.
+# failure, and it never claims a deploy that did not happen. In CI the AWS_* come from
+# aws-actions/configure-aws-credentials: the environment's role through GitHub's OIDC token
+# (short-lived, with AWS_SESSION_TOKEN), or the long-lived keys as a fallback. What the role
+# may do in the cluster: k8s/eks-deployer-rbac.yaml (the EKS access entry's group).
 #
 # With them, GRAFANA_ADMIN_PASSWORD is required too (k8s/render-monitoring.sh refuses to render
 # Grafana for a real cluster as admin/admin: one line, exit 1, nothing applied).
@@ -52,7 +55,8 @@ for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION EKS_CLUSTER_NAME; 
 done
 if [ ${#missing[@]} -gt 0 ]; then
   orion_result eks "not deployed: ${missing[*]} not configured"
-  orion_log "EKS deploy skipped: ${missing[*]} not configured (nothing was deployed to EKS)"
+  orion_log "EKS deploy skipped: ${missing[*]} not configured (nothing was deployed to EKS;" \
+    "CI: the variables AWS_ROLE_ARN, AWS_REGION, EKS_CLUSTER_NAME, or the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY secrets)"
   exit 0
 fi
 
@@ -89,6 +93,7 @@ phase=kubeconfig
 KUBECONFIG="$(mktemp)"
 export KUBECONFIG
 aws eks update-kubeconfig --name "$EKS_CLUSTER_NAME" --region "$AWS_REGION" --kubeconfig "$KUBECONFIG" >/dev/null
+orion_use_cluster_kubectl
 
 phase=preflight
 # preflight_pull REF: can the nodes pull REF (see the header)?

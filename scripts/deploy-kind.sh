@@ -161,6 +161,7 @@ cmd_up() {
     orion_result kind_cluster "created $KIND_CLUSTER (${KIND_NODE_IMAGE%%@*})"
   fi
   "$KUBECTL" config use-context "kind-$KIND_CLUSTER" >/dev/null
+  orion_use_cluster_kubectl
 
   PHASE=load
   load_images "$KIND_CLUSTER" "$platform" "$kind_api" "$kind_worker"

@@ -145,6 +145,17 @@ orion_summary() {
 
 # ---------------------------------------------------------------- cluster ---------------
 
+# orion_use_cluster_kubectl: once the context points at the cluster, KUBECTL becomes a kubectl
+# within one minor of its API server (kubectl's supported skew): the pinned .venv one when it
+# is, else the server minor's pinned kubectl (scripts/deploy-kubectl.py, tools/kubectl-versions.yaml).
+# Renders (`kubectl kustomize`) stay on the .venv one: no server, and its kustomize made them.
+orion_use_cluster_kubectl() {
+  local chosen
+  chosen="$("$PYTHON" "$ORION_ROOT/scripts/deploy-kubectl.py" ensure --kubectl "$KUBECTL")" ||
+    orion_die "no kubectl within one minor of the cluster's API server (above)"
+  KUBECTL="$chosen"
+}
+
 # orion_http_check URL [MUST_CONTAIN]: 200 (and the text) or fail; prints the status code.
 orion_http_check() {
   local url="$1" want="${2:-}" body code

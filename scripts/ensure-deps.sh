@@ -16,6 +16,9 @@ declare -A need=(
   [docker-compose]=docker-compose
   [buildah]=buildah
   [skopeo]=skopeo
+  # the release container's Debian 12 image where the pinned one cannot be pulled
+  # (scripts/release-base-debootstrap.sh, tests/images/test_release.py)
+  [debootstrap]=debootstrap
 )
 
 missing=()

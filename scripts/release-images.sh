@@ -14,6 +14,8 @@
 #   REVISION           default: git HEAD (the image's org.opencontainers.image.revision)
 #   OUT                default: $ROOT/dist/oci
 #   SERVICES           default: "api worker"
+#   RELEASE_OWNER      uid:gid that what this run writes under $OUT is handed to (chown -R),
+#                      even when it fails; release-container.sh sets it to the invoking user's
 #   RELEASE_BUILDAH_VERSION  the buildah version releases are built with (default 1.28.2).
 #                      Another version may write other bytes: with another (or none) this
 #                      script runs itself in scripts/release-container.sh's pinned Debian 12
@@ -46,8 +48,24 @@ revision="${REVISION:-$(git -C "$ROOT" rev-parse HEAD)}"
 out="${OUT:-$ROOT/dist/oci}"
 services="${SERVICES:-api worker}"
 
+owner="${RELEASE_OWNER:-}"
+[ -z "$owner" ] || [[ "$owner" =~ ^[0-9]+:[0-9]+$ ]] ||
+  { echo "release-images: RELEASE_OWNER='$owner' is not uid:gid" >&2; exit 2; }
 work="$(mktemp -d "${TMPDIR:-/tmp}/orion-release.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+wrote=()  # what this run wrote under $out, for RELEASE_OWNER
+finish() {
+  local rc=$? p
+  rm -rf "$work"
+  if [ -n "$owner" ]; then
+    for p in "${wrote[@]}"; do
+      if [ -e "$p" ] && ! chown -R "$owner" "$p"; then
+        echo "release-images: cannot hand $p to $owner" >&2; rc=1
+      fi
+    done
+  fi
+  exit "$rc"
+}
+trap finish EXIT
 storage=(--storage-driver vfs --root "$work/storage" --runroot "$work/run")
 
 # The build context holds only the binaries, copied with fixed modes: neither the clone's
@@ -61,7 +79,22 @@ for arch in amd64 arm64; do
   done
 done
 
+[ -d "$out" ] || wrote+=("$out")
+# buildah records a digest of each COPY source in the image's history ("COPY file:<sha256>"):
+# a tar header of the file, with the NAMES of its owner and group (uid/gid 0), which Go's
+# tar.FileInfoHeader looks up after buildah's copier chroots into the build context (buildah
+# v1.28.2 copier/copier.go; Go src/archive/tar/stat_unix.go). With no passwd file there the
+# name comes from the host's NSS: nss-systemd answers "root" for uid 0 even in the chroot
+# (this project's machines), Debian's container images have only "files" and answer nothing,
+# and the two wrote different config digests. These two files make it "root" on every host;
+# COPY takes only dist/, so they are in no image.
+install -d -m 0755 "$work/ctx/etc"
+printf 'root:x:0:0:root:/root:/usr/sbin/nologin\n' >"$work/ctx/etc/passwd"
+printf 'root:x:0:\n' >"$work/ctx/etc/group"
+chmod 0644 "$work/ctx/etc/passwd" "$work/ctx/etc/group"
+
 mkdir -p "$out" "$work/plat"
+wrote+=("$out/digests.txt.new" "$out/digests.txt")
 : >"$out/digests.txt.new"
 for svc in $services; do
   case "$svc" in
@@ -81,6 +114,7 @@ for svc in $services; do
     sources+=("$work/plat/$svc-$arch:img:linux/$arch")
   done
   rm -rf "$out/orion-$svc"
+  wrote+=("$out/orion-$svc")
   digest="$(python3 "$ROOT/scripts/release-oci.py" assemble --out "$out/orion-$svc" --ref latest "${sources[@]}")"
   echo "orion-$svc $digest" | tee -a "$out/digests.txt.new"
 done

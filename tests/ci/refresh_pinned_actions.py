@@ -8,8 +8,10 @@ Each argument is a local clone (or bare git directory) of one action's repositor
 `remote.origin.url` git can tell. For every `uses: owner/name[/path]@SHA # vX.Y.Z` in
 .github/workflows, it checks in that clone that tag vX.Y.Z points at SHA (the commit, also
 through an annotated tag) and reads `runs.using` and the input names of path/action.yml at
-that commit; it writes those facts, which tests/ci/test_workflows.py then holds the
-workflows to (node24 or composite, every `with:` key an input). Run it after Dependabot (or
+that commit, and the default of every input the workflows set (what the `with:` overrides,
+e.g. the cosign release cosign-installer would install); it writes those facts, which
+tests/ci/test_workflows.py then holds the workflows to (node24 or composite, every `with:`
+key an input, no pin older than the action's own default). Run it after Dependabot (or
 you) moved a pin; if a tag does not point at the pinned SHA it stops and says so.
 """
 from __future__ import annotations
@@ -52,7 +54,12 @@ def repo_name(gitdir: Path) -> str:
 def main(argv: list[str]) -> int:
     clones = {repo_name(gitdir_of(Path(a))): gitdir_of(Path(a)) for a in argv}
     pins = {}
+    set_inputs: dict[str, set[str]] = {}
     for wf in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        for job in (yaml.safe_load(wf.read_text()).get("jobs") or {}).values():
+            for step in job.get("steps", []):
+                if "@" in step.get("uses", ""):
+                    set_inputs.setdefault(step["uses"].split("@")[0], set()).update(step.get("with") or {})
         for line in wf.read_text().splitlines():
             m = USES_RE.match(line)
             if m:
@@ -81,10 +88,14 @@ def main(argv: list[str]) -> int:
             "runs_using": str(meta["runs"]["using"]),
             "inputs": sorted((meta.get("inputs") or {}).keys()),
             "nested": sorted(s["uses"] for s in meta["runs"].get("steps", []) if "uses" in s),
+            "defaults": {k: (str(v["default"]).lower() if isinstance(v["default"], bool) else str(v["default"]))
+                         for k, v in sorted((meta.get("inputs") or {}).items())
+                         if k in set_inputs.get(action, ()) and isinstance(v, dict) and v.get("default") is not None},
         })
     header = ("# Verified facts about every action the workflows pin, written by\n"
               "# tests/ci/refresh_pinned_actions.py from the actions' repositories (tag -> commit,\n"
-              "# runs.using and input names of action.yml at that commit). tests/ci/test_workflows.py\n"
+              "# runs.using, input names and the defaults of the inputs the workflows set, of action.yml at\n"
+              "# that commit). tests/ci/test_workflows.py\n"
               "# compares .github/workflows/*.yml against this file; do not edit it by hand.\n")
     OUT.write_text(header + yaml.safe_dump({"actions": facts}, sort_keys=False, width=110, default_flow_style=None))
     print(f"refresh_pinned_actions: {len(facts)} actions -> {OUT.relative_to(ROOT)}")

@@ -252,6 +252,13 @@ def fake_bin(dir_: Path, name: str, body: str) -> None:
     p.chmod(p.stat().st_mode | stat.S_IXUSR)
 
 
+# `kubectl version -o json` of a kubectl that matches the cluster (both v1.34, the kind node's):
+# the deploy keeps it (scripts/deploy-kubectl.py; its own tests cover the other cases).
+KUBECTL_VERSION = ('[ "$*" != "version -o json --request-timeout=30s" ] || { echo \'{"clientVersion": {"major": "1", '
+                   '"minor": "34", "gitVersion": "v1.34.7"}, "serverVersion": {"major": "1", "minor": "34", '
+                   '"gitVersion": "v1.34.0"}}\'; exit 0; }\n')
+
+
 def stand_ins(bin_dir: Path, log: Path, **bodies: str) -> None:
     """Stand-ins for docker, kind, kubectl, aws, curl on PATH: each appends "<name> <argv>" to
     LOG, then runs its body (default: succeed silently). kubectl's `kustomize` runs the real
@@ -261,7 +268,7 @@ def stand_ins(bin_dir: Path, log: Path, **bodies: str) -> None:
     for name in ("docker", "kind", "kubectl", "aws", "curl"):
         body = bodies.get(name, "exit 0\n")
         if name == "kubectl":
-            body = f'[ "$1" != kustomize ] || exec {real_kubectl} "$@"\n' + body
+            body = f'[ "$1" != kustomize ] || exec {real_kubectl} "$@"\n{KUBECTL_VERSION}' + body
         fake_bin(bin_dir, name, f'echo "{name} $*" >>{log}\n' + body)
 
 
@@ -289,7 +296,7 @@ def test_up_pulls_one_platform_saves_an_archive_and_loads_it_in_order(tmp_path):
     # (Each Deployment's revision is read before the apply: tests/ci/test_rollback.py.)
     calls = [c for c in calls_of(log) if not c.startswith(("kubectl kustomize", "kubectl -n orion-uat get deployment ",
                                                             "kubectl -n monitoring get deployment "))]
-    assert calls[:10] == [
+    assert calls[:11] == [
         f"docker pull --quiet --platform linux/amd64 {api}",
         f"docker tag {api} {kapi}",
         f"docker pull --quiet --platform linux/amd64 {worker}",
@@ -297,13 +304,14 @@ def test_up_pulls_one_platform_saves_an_archive_and_loads_it_in_order(tmp_path):
         "kind get clusters",
         f"kind create cluster --name orion --image {node} --wait 120s",
         "kubectl config use-context kind-orion",
+        "kubectl version -o json --request-timeout=30s",
         f"docker save --platform linux/amd64 --output {archive} {kapi} {kworker}",
         f"kind load image-archive --name orion {archive}",
         f"kubectl apply -f {out_dir / 'monitoring.yaml'}",
     ]
-    assert calls[10] == f"kubectl apply -f {out_dir / 'uat.kind.yaml'}"
-    assert calls[11].startswith("kubectl -n orion-uat rollout status deployment/api")
-    assert calls[12].startswith("kubectl -n orion-uat get deploy"), "diagnostics after a failed rollout"
+    assert calls[11] == f"kubectl apply -f {out_dir / 'uat.kind.yaml'}"
+    assert calls[12].startswith("kubectl -n orion-uat rollout status deployment/api")
+    assert calls[13].startswith("kubectl -n orion-uat get deploy"), "diagnostics after a failed rollout"
     assert not any("load docker-image" in c for c in calls)
     r = kv(results.read_text())
     assert r["status"] == "failed during rollout" and r["kind_load"] == "ok (linux/amd64 archive)"
@@ -560,6 +568,8 @@ def test_eks_preflight_passes_then_applies_in_order(tmp_path):
     res, calls, _ = eks(tmp_path)
     out = tmp_path / "out"
     assert calls[0].startswith("aws eks update-kubeconfig --name orion-eks --region eu-west-1 --kubeconfig ")
+    assert calls[1] == "kubectl version -o json --request-timeout=30s", "which kubectl suits the cluster"
+    calls = calls[:1] + calls[2:]
     n = len(PREFLIGHT_NETPOL_READS) + 1
     assert calls[1:n + 3] == PREFLIGHT_NETPOL_READS + ["kubectl get storageclass -o json"] + [
         "kubectl get apiservice v1beta1.metrics.k8s.io -o jsonpath={.status.conditions[?(@.type==\"Available\")].status}",

@@ -106,7 +106,7 @@ def test_least_privilege_per_job(ci, rerun):
         "build": {"contents": "read", "packages": "write", "id-token": "write"},
         "scan": {"contents": "read", "packages": "read", "security-events": "write", "actions": "read"},
         "validate": {"contents": "read"},
-        "deploy": {"contents": "read", "packages": "read"},
+        "deploy": {"contents": "read", "packages": "read", "id-token": "write"},
     }
     assert {j: ci["jobs"][j]["permissions"] for j in ci["jobs"]} == expected
     assert rerun["jobs"]["rerun"]["permissions"] == {"actions": "write", "checks": "read", "contents": "read"}
@@ -326,6 +326,60 @@ def test_signing_is_keyless_and_by_digest(ci):
     assert "cosign verify" in verify and "token.actions.githubusercontent.com" in verify
 
 
+def version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.lstrip("v").split("."))
+
+
+def test_cosign_is_a_current_v3_that_verifies_with_the_tuf_trusted_root(ci):
+    """cosign v2.4.x predates verification with the TUF trusted_root.json (v2.5); v3 makes it,
+    and the Sigstore bundle, the default for sign/attest/verify (sigstore/cosign CHANGELOG,
+    v3.0.0). Both jobs install the same cosign; never older than what the pinned installer
+    itself bootstraps and checks by sha256 (its cosign-release default, in the facts file); no
+    flag v3.1 deprecated (--new-bundle-format is the default now), no key: keyless only."""
+    facts = pinned_facts()["sigstore/cosign-installer"]
+    assert version_tuple(facts["tag"])[0] >= 4, facts["tag"]
+    installs = [s for job in ci["jobs"].values() for s in steps(job)
+                if s.get("uses", "").startswith("sigstore/cosign-installer@")]
+    assert len(installs) == 2, "build (sign, attest) and deploy (verify)"
+    releases = {s["with"]["cosign-release"] for s in installs}
+    assert len(releases) == 1, releases
+    (release,) = releases
+    assert version_tuple(release) >= (3, 0, 0) and version_tuple(release) >= version_tuple(facts["defaults"]["cosign-release"])
+    runs = [s["run"] for job in ci["jobs"].values() for s in steps(job) if "cosign " in s.get("run", "")]
+    runs.append((ROOT / "scripts" / "release-attest.sh").read_text())
+    for text in runs:
+        for flag in ("--new-bundle-format", "--key", "--offline", "--tlog-upload", "--payload"):
+            assert flag not in text, f"{flag} in {text[:80]!r}"
+
+
+def test_eks_credentials_come_from_github_oidc_and_keys_are_only_a_fallback(ci):
+    """configure-aws-credentials assumes `role-to-assume` with GitHub's OIDC token when no
+    access key is given and the job may request one (aws-actions/configure-aws-credentials
+    v6.2.3, src/index.ts useGitHubOIDCProvider; `id-token: write`), and exports AWS_* to the
+    steps after. `id-token: write` is asked for by the jobs that need a token: build (cosign
+    keyless) and deploy (AWS), nobody else."""
+    deploy = ci["jobs"]["deploy"]
+    with_token = sorted(j for j, job in ci["jobs"].items() if job["permissions"].get("id-token") == "write")
+    assert with_token == ["build", "deploy"]
+    names = [s.get("name") for s in steps(deploy)]
+    oidc = step_named(deploy, "AWS credentials (GitHub OIDC, role-to-assume)")
+    keys = step_named(deploy, "AWS credentials (long-lived keys, fallback)")
+    assert names.index(oidc["name"]) < names.index(keys["name"]) < names.index("Deploy to EKS")
+    for s in (oidc, keys):
+        assert s["uses"].startswith("aws-actions/configure-aws-credentials@")
+        assert "vars.EKS_CLUSTER_NAME != ''" in s["if"]
+    assert oidc["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}" and "vars.AWS_ROLE_ARN != ''" in oidc["if"]
+    assert not {"aws-access-key-id", "aws-secret-access-key"} & set(oidc["with"]), "keys would turn OIDC off"
+    assert "vars.AWS_ROLE_ARN == ''" in keys["if"], "the keys only when no role is configured"
+    assert keys["with"]["aws-access-key-id"] == "${{ secrets.AWS_ACCESS_KEY_ID }}"
+    # A step's env wins over what an earlier step exported: setting AWS_* here would replace
+    # the role's short-lived credentials (with empty strings when the secrets are unset).
+    eks_env = step_named(deploy, "Deploy to EKS")["env"]
+    assert not [k for k in eks_env if k.startswith("AWS_")], eks_env
+    text = (WORKFLOWS / "ci.yml").read_text()
+    assert text.count("secrets.AWS_ACCESS_KEY_ID") == 2, "the fallback step and the is-it-configured flag only"
+
+
 def test_trivy_gates_on_critical_and_high_of_the_pushed_digest(ci):
     scan = ci["jobs"]["scan"]
     images = {i["service"]: i["image"] for i in scan["strategy"]["matrix"]["include"]}
@@ -383,7 +437,7 @@ def test_deploy_uses_pinned_kind_and_github_environment(ci):
     assert env["ORION_API_IMAGE"] == "${{ needs.build.outputs.api_image }}"
     assert env["ORION_EXPECT_MANIFEST_SHA256"] == "${{ needs.validate.outputs.manifest_sha256 }}"
     eks = step_named(deploy, "Deploy to EKS")["env"]
-    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "EKS_CLUSTER_NAME"} <= set(eks)
+    assert eks["EKS_CLUSTER_NAME"] == "${{ vars.EKS_CLUSTER_NAME }}"
     summary = step_named(deploy, "Deployment summary")
     assert summary["if"] == "${{ !cancelled() }}" and summary["run"] == "make deploy-summary"
 

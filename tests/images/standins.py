@@ -1,4 +1,5 @@
-"""Stand-in images for prom/prometheus and prom/alertmanager, built from Debian's binaries.
+"""Stand-in images for prom/prometheus and prom/alertmanager, built from Debian's binaries
+(the servers and, at upstream's paths, promtool and amtool).
 
 The upstream images cannot be pulled on this machine, so the compose test runs these instead:
 Debian's `prometheus` and `prometheus-alertmanager` executables plus the shared libraries `ldd`
@@ -23,6 +24,12 @@ HERE = Path(__file__).resolve().parent / "standins"
 STANDINS = {
     "prometheus": ("prometheus", "bin/prometheus"),
     "alertmanager": ("prometheus-alertmanager", "bin/alertmanager"),
+}
+# The tools upstream ships beside the server, at the same paths (prom/prometheus: /bin/promtool;
+# prom/alertmanager: /bin/amtool): scripts/monitoring-upstream-check.sh runs them.
+TOOLS = {
+    "prometheus": [("promtool", "bin/promtool")],
+    "alertmanager": [("amtool", "bin/amtool")],
 }
 # Data files Debian's builds read at run time instead of embedding them (upstream embeds them):
 # the web UI assets, and Alertmanager's default notification template (without it no
@@ -64,7 +71,8 @@ def build(name: str) -> str:
     """Builds (or reuses) the stand-in image for `name`; returns its tag."""
     exe_name, target = STANDINS[name]
     exe = _executable(exe_name)
-    digest = hashlib.sha256(exe.read_bytes() + Path(__file__).read_bytes()
+    tools = [(_executable(t), dest) for t, dest in TOOLS[name]]
+    digest = hashlib.sha256(exe.read_bytes() + b"".join(t.read_bytes() for t, _ in tools) + Path(__file__).read_bytes()
                             + (HERE / f"Dockerfile.{name}").read_bytes()).hexdigest()
     ref = tag(name)
     have = run("docker", "image", "inspect", "-f", '{{index .Config.Labels "orion.standin.sha256"}}', ref, check=False)
@@ -75,7 +83,9 @@ def build(name: str) -> str:
         root = ctx / "rootfs"
         (root / target).parent.mkdir(parents=True)
         shutil.copy2(exe, root / target)
-        for lib in _libraries(exe):
+        for tool, dest in tools:
+            shutil.copy2(tool, root / dest)
+        for lib in {lib for e in [exe, *(t for t, _ in tools)] for lib in _libraries(e)}:
             dest = root / lib.relative_to("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(lib.resolve(), dest)

@@ -103,6 +103,39 @@ def test_images_are_pinned_and_match_compose(docs, name):
         assert c["image"] == expected, "Kubernetes and docker compose run the same version"
 
 
+def test_compose_is_the_one_source_of_the_monitoring_image_tags(tmp_path):
+    """Dependabot's docker-compose ecosystem updates docker-compose.yml only; its docker
+    ecosystem would read Kubernetes manifests (GitHub changelog 2022-11-16, "Dependabot version
+    updates for Docker image tags in Kubernetes manifests") but not kustomize `images:`, and two
+    writers would be two sources. So k8s/monitoring names the images without a tag and
+    render-monitoring.sh takes compose's: a bump of compose's line (what Dependabot's pull request
+    does) reaches the Kubernetes render, with nothing else edited."""
+    for path in sorted((REPO / "k8s" / "monitoring").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Deployment":
+                for c in doc["spec"]["template"]["spec"]["containers"]:
+                    assert ":" not in c["image"] and "@" not in c["image"], f"{path.name}: {c['image']} has its own tag"
+    copy = tmp_path / "repo"
+    for part in ("k8s", "monitoring"):
+        shutil.copytree(REPO / part, copy / part)
+    bumped = {"prometheus": "prom/prometheus:v9.1.2", "alertmanager": "prom/alertmanager:v0.99.0",
+              "grafana": "grafana/grafana:99.0.1"}
+    text = (REPO / "docker-compose.yml").read_text()
+    for name, image in bumped.items():
+        text = text.replace(compose_image(name), image)
+    (copy / "docker-compose.yml").write_text(text)
+    res = subprocess.run([str(copy / "k8s" / "render-monitoring.sh")], capture_output=True, text=True,
+                         env=dict(os.environ, KUBECTL=kubectl()))
+    assert res.returncode == 0, res.stderr
+    docs = load_docs(res.stdout)
+    for name, image in bumped.items():
+        (c,) = pod_spec(one(docs, "Deployment", name))["containers"]
+        assert c["image"] == image
+    dependabot = yaml.safe_load((REPO / ".github" / "dependabot.yml").read_text())["updates"]
+    assert {(u["package-ecosystem"], u["directory"]) for u in dependabot} >= {("docker-compose", "/")}
+    assert not [u for u in dependabot if u["package-ecosystem"] == "docker"], "a second writer of the tags"
+
+
 @pytest.mark.parametrize("cm", sorted(SHARED_FILES))
 def test_configmaps_carry_the_files_compose_uses_byte_for_byte(docs, cm):
     data = configmap(docs, cm)["data"]
