@@ -138,6 +138,14 @@ cmd_docker() {
     say "the Docker engine is $version (API $api); make up needs Docker 20.10 (API 1.41) or newer"
     return 1
   fi
+  # The images hold this machine's build (make build-host): an engine elsewhere (DOCKER_HOST)
+  # on another architecture could load them but not run them.
+  local host
+  host="$(uname -m | sed -e 's/^x86_64$/amd64/' -e 's/^aarch64$/arm64/')"
+  if [ "$arch" != "$host" ]; then
+    say "the Docker engine runs linux/$arch, this machine is $host: make up builds for this machine (DOCKER_HOST=${DOCKER_HOST:-unset})"
+    return 1
+  fi
   say "Docker $version (API $api, linux/$arch) answers"
 }
 
