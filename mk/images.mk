@@ -1,55 +1,61 @@
 # Scratch images, the local docker compose stack, and their tests.
 #
-#   make images            orion-api:$(TAG), orion-worker:$(TAG) for the host architecture
-#   make up [STACK=app]    build + images + compose up; waits for health, then (full stack)
-#                          checks Prometheus, Alertmanager and Grafana (monitoring/verify_stack.py,
-#                          one line per check) and prints the URLs
+#   make images            orion-api:$(TAG), orion-worker:$(TAG) for this machine's architecture
+#   make up [STACK=app]    checks first (scripts/up-preflight.sh: the prerequisites, that Docker
+#                          answers and, full stack, that the upstream images are here or
+#                          pullable; without a registry it stops within seconds naming
+#                          STACK=app), then images + compose up; waits for health, then (full
+#                          stack) checks Prometheus, Alertmanager and Grafana
+#                          (monitoring/verify_stack.py, one line per check) and prints the URLs
 #   make down              stop and remove the stack (the Prometheus volume is kept)
 #
-# The images are the release build's (mk/release.mk: both architectures in one index per
-# service, dist/oci/); `make images` loads this host's platform of each into docker.
+# The local images come from the same Dockerfile.scratch and the same binaries as the release
+# index (mk/release.mk), built another way: `make build-host` (cargo auditable, this machine's
+# musl target only), then scripts/local-image.py writes a docker-archive (the Dockerfile's
+# metadata, the binary at /orion, timestamps from the commit) and `docker load` reads it. Only
+# the docker CLI talks to the engine, and it negotiates the API version: no skopeo
+# `docker-daemon:` (Docker >= 25 refuses Debian 12's skopeo, Docker 29 Ubuntu 24.04's:
+# skopeo#2202, #2802), no buildah, no BuildKit or buildx, no privileged container.
 
 # service:port it EXPOSEs (api serves metrics on its own port; worker on 9091).
 IMAGE_SERVICES := api:8000 worker:9091
-# Docker's architecture names, as used in dist/.
-HOST_ARCH      := $(shell uname -m | sed -e 's/^x86_64$$/amd64/' -e 's/^aarch64$$/arm64/')
 IMAGE_VERSION  := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 IMAGE_REVISION  = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-# BuildKit when the buildx plugin exists; otherwise the legacy builder (Docker 20.10
-# here), which is why Dockerfile.scratch defaults TARGETARCH and we pass it anyway.
-DOCKER_BUILDKIT ?= $(shell docker buildx version >/dev/null 2>&1 && echo 1 || echo 0)
+# The image's timestamps: the commit's time, as in the release build (never the clock).
+IMAGE_EPOCH     = $(or $(SOURCE_DATE_EPOCH),$(shell git log -1 --format=%ct HEAD 2>/dev/null),0)
+LOCAL_IMAGES_TAR := .tmp/images/orion-local.tar
 # Compose v2 plugin when present, the v1 `docker-compose` binary otherwise.
 COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
 # full = api, worker, prometheus, alertmanager, grafana; app = api and worker only (no image pulls).
 STACK ?= full
 UP_TIMEOUT ?= 60
+# Seconds a pull of an upstream image may go without any sign of a registry (full stack).
+UP_PULL_TIMEOUT ?= 20
+PREFLIGHT = MAKE_VERSION=$(MAKE_VERSION) UP_PULL_TIMEOUT=$(UP_PULL_TIMEOUT) scripts/up-preflight.sh
 
-.PHONY: images up down test-images lint-images bench-images
+.PHONY: images up down test-images lint-images bench-images bench-up
 
-images: release-images ## orion-api:$(TAG), orion-worker:$(TAG): this host's platform of the release indexes in dist/oci
-	@for pair in $(IMAGE_SERVICES); do \
-	  svc=$${pair%%:*}; \
-	  echo "images: orion-$$svc:$(TAG) (linux/$(HOST_ARCH) of dist/oci/orion-$$svc, the release build)"; \
-	  skopeo copy --quiet --override-os linux --override-arch $(HOST_ARCH) \
-	    oci:dist/oci/orion-$$svc:latest docker-daemon:orion-$$svc:$(TAG) >/dev/null; \
-	done
-	@docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' --filter 'reference=orion-*:$(TAG)'
+images: ## orion-api:$(TAG), orion-worker:$(TAG) for this machine's architecture (build-host, then docker load)
+	@[ -n "$(PREFLIGHT_DONE)" ] || $(PREFLIGHT) tools docker
+	@$(MAKE) --no-print-directory build-host
+	@python3 scripts/local-image.py --arch $(HOST_ARCH) --created $(IMAGE_EPOCH) --out $(LOCAL_IMAGES_TAR) \
+	  --build-arg VERSION=$(IMAGE_VERSION) --build-arg REVISION=$(IMAGE_REVISION) \
+	  $(foreach p,$(IMAGE_SERVICES),--image $(p)=orion-$(firstword $(subst :, ,$(p))):$(TAG)) >/dev/null
+	@docker load --input $(LOCAL_IMAGES_TAR) | sed 's/^/images: /'
+	@rm -f $(LOCAL_IMAGES_TAR)
+	@docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.ID}}  {{.Size}}' --filter 'reference=orion-*:$(TAG)'
 
-up: images ## run the stack (api, worker, Prometheus, Alertmanager, Grafana); STACK=app for api+worker only
-	@case "$(STACK)" in \
-	  app) services="api worker";; \
-	  full) services=""; \
-	    for f in monitoring/prometheus.yml monitoring/alerts.yaml monitoring/slo.yaml monitoring/alertmanager.yml monitoring/alertmanager-secrets \
-	             monitoring/grafana/provisioning/datasources monitoring/grafana/provisioning/dashboards monitoring/grafana/dashboards; do \
-	      [ -e "$$f" ] || { echo "up: $$f is missing (docker would create an empty directory in its place)" >&2; exit 1; }; \
-	    done; \
-	    for img in $$(sed -nE 's/^ +image: +((prom|grafana)\/[^ ]+).*/\1/p' docker-compose.yml); do \
-	      docker image inspect "$$img" >/dev/null 2>&1 || docker pull "$$img" || { \
-	        echo "up: cannot pull $$img (no registry access?)." >&2; \
-	        echo "up: run api and worker alone with:  make up STACK=app" >&2; exit 1; }; \
-	    done;; \
-	  *) echo "up: STACK must be full or app, not '$(STACK)'" >&2; exit 1;; \
-	esac; \
+up: ## run the stack (api, worker, Prometheus, Alertmanager, Grafana); STACK=app for api+worker only
+	@case "$(STACK)" in app|full) ;; *) echo "up: STACK must be full or app, not '$(STACK)'" >&2; exit 2;; esac
+	@if [ "$(STACK)" = full ]; then \
+	  for f in monitoring/prometheus.yml monitoring/alerts.yaml monitoring/slo.yaml monitoring/alertmanager.yml monitoring/alertmanager-secrets \
+	           monitoring/grafana/provisioning/datasources monitoring/grafana/provisioning/dashboards monitoring/grafana/dashboards; do \
+	    [ -e "$$f" ] || { echo "up: $$f is missing (docker would create an empty directory in its place)" >&2; exit 1; }; \
+	  done; \
+	fi
+	@$(PREFLIGHT) tools docker $(if $(filter full,$(STACK)),upstream)
+	@$(MAKE) --no-print-directory images PREFLIGHT_DONE=1
+	@services=""; [ "$(STACK)" = full ] || services="api worker"; \
 	TAG=$(TAG) $(COMPOSE) up -d --no-build $$services; \
 	for svc in api worker; do \
 	  id=$$(TAG=$(TAG) $(COMPOSE) ps -q $$svc); \
@@ -106,14 +112,18 @@ test-images: build tools ## binaries (static, arm64 under qemu) + images + compo
 # yamllint: the default rules, with compose's customary 120 columns and no `---`.
 COMPOSE_YAMLLINT := {extends: default, rules: {line-length: {max: 120}, document-start: disable}}
 
-lint-images: tools ## hadolint Dockerfile.scratch; compose file: compose config, yamllint
+lint-images: tools ## hadolint Dockerfile.scratch; compose file: compose config, yamllint; shellcheck up-preflight.sh
 	$(VENV_BIN)/hadolint Dockerfile.scratch
+	$(VENV_BIN)/shellcheck --severity=style scripts/up-preflight.sh
 	TAG=$(TAG) $(COMPOSE) config -q
 	$(VENV_BIN)/yamllint --strict -d '$(COMPOSE_YAMLLINT)' docker-compose.yml
 
 bench-images: images tools ## image sizes, arm64 vs amd64 build time, cold start to healthy
 	ORION_TAG=$(TAG) ORION_HOST_ARCH=$(HOST_ARCH) $(VENV_BIN)/python tests/images/bench_images.py
 
+bench-up: tools ## fresh clone -> `make up STACK=app` healthy, a warm re-run, the full stack's early stop without a registry
+	$(VENV_BIN)/python tests/images/bench_up.py
+
 TEST_TARGETS  += test-images
 LINT_TARGETS  += lint-images
-BENCH_TARGETS += bench-images
+BENCH_TARGETS += bench-images bench-up

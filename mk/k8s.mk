@@ -21,7 +21,7 @@ CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 
 .PHONY: k8s-render k8s-render-monitoring k8s-apply-monitoring k8s-validate lint-k8s test-k8s checkov checkov-tool
 
-checkov-tool: $(CHECKOV_VENV)/.installed
+checkov-tool: $(CHECKOV_VENV)/.installed ## checkov in its own venv, .venv/checkov (it pins packaging<24)
 
 $(CHECKOV_VENV)/.installed: tools/checkov-requirements.txt
 	python3 -m venv $(CHECKOV_VENV)

@@ -83,19 +83,43 @@ prepare_image() {
 # Docker 29 installs, e.g. ubuntu-latest since 26.04) that saves the whole multi-platform
 # index, attestations included, of which only one platform's blobs were pulled, and the
 # node's `ctr import --all-platforms` fails with "content digest ... not found" (kind#3795,
-# kind PR #4247). `docker save --platform` (Docker >= 28) writes only what is there, and
-# works the same on the classic store.
+# kind PR #4247). `docker save --platform` writes only what is there; see save_platform_args
+# for the engines that lack it.
 load_images() {
-  local cluster="$1" platform="$2" archive
+  local cluster="$1" platform="$2" archive args
   shift 2
   archive="$ORION_OUT_DIR/kind-images.tar"
   mkdir -p "$ORION_OUT_DIR"
-  if ! docker save --platform "$platform" --output "$archive" "$@"; then
-    orion_die "docker save --platform $platform failed (it needs Docker >= 28, API 1.48; this engine:" \
-      "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown))"
+  args="$(save_platform_args "$platform")"
+  # shellcheck disable=SC2086 # args is empty or "--platform <os/arch>"
+  if ! docker save $args --output "$archive" "$@"; then
+    orion_die "docker save ${args:+$args }failed (engine:" \
+      "$(docker version --format '{{.Server.Version}}, API {{.Server.APIVersion}}' 2>/dev/null || echo unknown))"
   fi
   kind load image-archive --name "$cluster" "$archive"
   rm -f "$archive"
+}
+
+# save_platform_args PLATFORM: "--platform PLATFORM" when the CLI and the engine agree on API
+# 1.48 or newer (Docker >= 28: docker/cli cli/command/image/save.go gives the flag
+# `"version": "1.48"`, and below that the CLI refuses it: "--platform" requires API version
+# 1.48, but the Docker daemon API version is 1.41). Below 1.48 nothing: the classic image
+# store (the only one by default before Docker 29) holds one platform per image, so a plain
+# `docker save` already is the single-platform archive kind needs. Only the containerd store,
+# opt-in on those engines, can hold a partial index that no plain save can write (the images
+# `make images` loads are single-platform and load fine); that case is said, not guessed at.
+save_platform_args() {
+  local platform="$1" api major minor
+  api="$(docker version --format '{{.Client.APIVersion}}' 2>/dev/null || true)"
+  major="${api%%.*}" minor="${api#*.}"
+  if [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] && { [ "$major" -gt 1 ] || [ "$minor" -ge 48 ]; }; then
+    printf -- '--platform %s\n' "$platform"
+    return
+  fi
+  if docker info --format '{{.DriverStatus}}' 2>/dev/null | grep -q 'io.containerd.snapshotter'; then
+    orion_log "API ${api:-unknown} (< 1.48) with the containerd image store: a plain docker save of a pulled" \
+      "multi-platform image may not import into kind (kind#3795); Docker >= 28 saves one platform"
+  fi
 }
 
 PHASE=none

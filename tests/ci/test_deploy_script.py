@@ -276,12 +276,46 @@ def calls_of(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+def docker_engine(api: str = "1.51", server: str = "28.5.1", containerd_store: bool = False) -> str:
+    """Body of a stand-in `docker` CLI talking to an engine of API version `api`, as the real
+    CLI behaves (each behaviour from upstream, not from our script):
+
+    - `docker version --format '{{.Client.APIVersion}}'` prints the version the CLI negotiated
+      with the engine: the lower of the two (docker/cli, cli/command/system/version.go; seen
+      here: client 28.2.2 against engine 20.10 prints 1.41).
+    - `docker save --platform ...` below API 1.48 is refused by the CLI itself, exit 1, before
+      any request: the flag carries the annotation `"version": "1.48"` (docker/cli v28,
+      cli/command/image/save.go, `flags.SetAnnotation("platform", "version",
+      []string{"1.48"})`; the parameter is moby PR #48295, docker/cli PR #5331) and
+      cmd/docker/docker.go's areFlagsSupported answers `"--%s" requires API version %s, but
+      the Docker daemon API version is %s`. Verified here with the real client 28.2.2 and
+      engine 20.10: `"--platform" requires API version 1.48, but the Docker daemon API
+      version is 1.41`, exit 1.
+    - `docker info --format '{{.DriverStatus}}'` prints `[[driver-type
+      io.containerd.snapshotter.v1]]` with the containerd image store (Docker docs,
+      "containerd image store with Docker Engine"), the graph driver's status otherwise.
+    Everything else succeeds silently, like the other stand-ins."""
+    minor = int(api.split(".")[1])
+    driver = "[[driver-type io.containerd.snapshotter.v1]]" if containerd_store else "[[Backing Filesystem extfs]]"
+    return (
+        'case "$1" in\n'
+        f'  version) case "$*" in *Client.APIVersion*) echo {api} ;; *) echo "{server}, API {api}" ;; esac ;;\n'
+        f'  info) echo "{driver}" ;;\n'
+        '  save) for a in "$@"; do\n'
+        f'          if [ "$a" = --platform ] && [ {minor} -lt 48 ]; then\n'
+        f'            echo \'"--platform" requires API version 1.48, but the Docker daemon API version is {api}\' >&2; exit 1\n'
+        '          fi\n'
+        '        done ;;\n'
+        'esac\n'
+    )
+
+
 def test_up_pulls_one_platform_saves_an_archive_and_loads_it_in_order(tmp_path):
     """`up` against stand-ins: the exact docker / kind / kubectl sequence (kind#3795: a
     single-platform `docker save --platform` archive and `kind load image-archive`, never
     `kind load docker-image`), up to a rollout that fails, then diagnostics and summary."""
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
-    stand_ins(bin_dir, log, kubectl='[ "$1 $2 $3" != "-n orion-uat rollout" ] || exit 1\n')
+    stand_ins(bin_dir, log, kubectl='[ "$1 $2 $3" != "-n orion-uat rollout" ] || exit 1\n', docker=docker_engine("1.51"))
     api, worker = f"{REGISTRY}/orion-api@{DIGEST_A}", f"{REGISTRY}/orion-worker@{DIGEST_B}"
     kapi, kworker = f"{REGISTRY}/orion-api:kind-aaaaaaaaaaaa", f"{REGISTRY}/orion-worker:kind-bbbbbbbbbbbb"
     results, out_dir = tmp_path / "results.env", tmp_path / "out"
@@ -293,8 +327,10 @@ def test_up_pulls_one_platform_saves_an_archive_and_loads_it_in_order(tmp_path):
     script = (ROOT / "scripts" / "deploy-kind.sh").read_text()
     node = re.search(r'KIND_NODE_IMAGE:-(kindest/node:[^}]+)\}', script).group(1)
     archive = out_dir / "kind-images.tar"
-    # (Each Deployment's revision is read before the apply: tests/ci/test_rollback.py.)
-    calls = [c for c in calls_of(log) if not c.startswith(("kubectl kustomize", "kubectl -n orion-uat get deployment ",
+    # (Each Deployment's revision is read before the apply: tests/ci/test_rollback.py; the
+    # engine's API version before the save: test_kind_saves_*.)
+    calls = [c for c in calls_of(log) if not c.startswith(("kubectl kustomize", "docker version",
+                                                            "kubectl -n orion-uat get deployment ",
                                                             "kubectl -n monitoring get deployment "))]
     assert calls[:11] == [
         f"docker pull --quiet --platform linux/amd64 {api}",
@@ -322,7 +358,8 @@ def test_up_pulls_one_platform_saves_an_archive_and_loads_it_in_order(tmp_path):
 
 def test_up_applies_nothing_when_the_load_fails(tmp_path):
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
-    stand_ins(bin_dir, log, kind='[ "$1 $2" != "load image-archive" ] || { echo "ctr: content digest sha256:abc: not found" >&2; exit 1; }\n')
+    stand_ins(bin_dir, log, docker=docker_engine("1.51"),
+              kind='[ "$1 $2" != "load image-archive" ] || { echo "ctr: content digest sha256:abc: not found" >&2; exit 1; }\n')
     env = tool_env(ORION_API_IMAGE=f"{REGISTRY}/orion-api@{DIGEST_A}", ORION_RESULTS=str(tmp_path / "r.env"),
                    ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", ORION_OUT_DIR=str(tmp_path / "out"),
                    RETRY_DELAY="0", KIND_PLATFORM="linux/arm64")
@@ -335,18 +372,60 @@ def test_up_applies_nothing_when_the_load_fails(tmp_path):
     assert kv((tmp_path / "r.env").read_text())["status"] == "failed during load"
 
 
-def test_up_on_an_engine_without_save_platform_says_so(tmp_path):
+def kind_up(tmp_path, docker_body: str, *, api_image=None, worker_image=None):
+    """deploy-kind.sh up dev against stand-ins; returns (result, calls, results)."""
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
-    stand_ins(bin_dir, log, docker='[ "$1" != save ] || { echo "unknown flag: --platform" >&2; exit 125; }\n'
-                                   '[ "$1" != version ] || echo 27.5.1\n')
-    env = tool_env(ORION_API_IMAGE=f"{REGISTRY}/orion-api@{DIGEST_A}", ORION_RESULTS=str(tmp_path / "r.env"),
-                   ORION_WORKER_IMAGE=f"{REGISTRY}/orion-worker@{DIGEST_B}", ORION_OUT_DIR=str(tmp_path / "out"),
-                   RETRY_DELAY="0", KIND_PLATFORM="linux/amd64")
+    stand_ins(bin_dir, log, docker=docker_body, kubectl='[ "$3" != rollout ] || exit 1\n')
+    extra = {}
+    if api_image:
+        extra = dict(ORION_API_IMAGE=api_image, ORION_WORKER_IMAGE=worker_image)
+    env = tool_env(ORION_RESULTS=str(tmp_path / "r.env"), ORION_OUT_DIR=str(tmp_path / "out"),
+                   RETRY_DELAY="0", KIND_PLATFORM="linux/amd64", **extra)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     res = run(["scripts/deploy-kind.sh", "up", "dev"], env=env)
+    return res, calls_of(log), kv((tmp_path / "r.env").read_text())
+
+
+@pytest.mark.parametrize("api,server", [("1.41", "20.10.24"), ("1.43", "24.0.7"), ("1.47", "27.5.1")])
+def test_up_on_an_engine_below_api_1_48_saves_its_one_platform_without_the_flag(tmp_path, api, server):
+    """Docker 20.10-27 (classic store: one platform per image) get a plain `docker save`, which
+    is already the single-platform archive; the CLI would refuse `--platform` there."""
+    res, calls, results = kind_up(tmp_path, docker_engine(api, server))
+    archive = tmp_path / "out" / "kind-images.tar"
+    saves = [c for c in calls if c.startswith("docker save")]
+    assert saves == [f"docker save --output {archive} orion-api:local orion-worker:local"], calls
+    assert f"kind load image-archive --name orion {archive}" in calls
+    assert results["kind_load"] == "ok (linux/amd64 archive)", res.stderr
+    assert results["status"] == "failed during rollout"  # the stand-in kubectl's rollout fails
+    assert "requires API version" not in res.stderr
+
+
+def test_up_on_api_1_48_and_newer_saves_one_platform_of_pulled_images(tmp_path):
+    api, worker = f"{REGISTRY}/orion-api@{DIGEST_A}", f"{REGISTRY}/orion-worker@{DIGEST_B}"
+    res, calls, results = kind_up(tmp_path, docker_engine("1.52", "29.1.0", containerd_store=True),
+                                  api_image=api, worker_image=worker)
+    saves = [c for c in calls if c.startswith("docker save")]
+    assert saves == [f"docker save --platform linux/amd64 --output {tmp_path / 'out' / 'kind-images.tar'} "
+                     f"{REGISTRY}/orion-api:kind-aaaaaaaaaaaa {REGISTRY}/orion-worker:kind-bbbbbbbbbbbb"]
+    assert results["kind_load"] == "ok (linux/amd64 archive)", res.stderr
+
+
+def test_up_below_api_1_48_with_the_containerd_store_says_what_may_fail(tmp_path):
+    api, worker = f"{REGISTRY}/orion-api@{DIGEST_A}", f"{REGISTRY}/orion-worker@{DIGEST_B}"
+    res, calls, _ = kind_up(tmp_path, docker_engine("1.47", "27.5.1", containerd_store=True),
+                            api_image=api, worker_image=worker)
+    assert not any("--platform linux/amd64 --output" in c for c in calls if c.startswith("docker save"))
+    assert "with the containerd image store: a plain docker save of a pulled multi-platform image may not" \
+           " import into kind (kind#3795)" in res.stderr
+
+
+def test_up_when_docker_save_fails_applies_nothing_and_names_the_engine(tmp_path):
+    body = docker_engine("1.41", "20.10.24").replace("  save) ", "  save) echo 'Error response from daemon: no space left' >&2; exit 1; ")
+    res, calls, results = kind_up(tmp_path, body)
     assert res.returncode != 0
-    assert "docker save --platform linux/amd64 failed (it needs Docker >= 28, API 1.48; this engine: 27.5.1)" in res.stderr
-    assert not any(c.startswith(("kind load", "kubectl apply")) for c in calls_of(log))
+    assert "docker save failed (engine: 20.10.24, API 1.41)" in res.stderr, res.stderr
+    assert not any(c.startswith(("kind load", "kubectl apply")) for c in calls)
+    assert results["status"] == "failed during load"
 
 
 def test_up_with_local_images_needs_them_built_first(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -103,3 +104,18 @@ def embedded_dependencies(path: Path) -> dict:
     sections = elf_facts(path.read_bytes())["sections"]
     assert ".dep-v0" in sections, f"{path}: no .dep-v0 section: built without `cargo auditable`"
     return json.loads(zlib.decompress(sections[".dep-v0"]))
+
+
+def fresh_clone(dest: Path) -> None:
+    """A clone of HEAD plus this working tree's uncommitted changes (so what is on disk is
+    what runs), and nothing else: no target/, dist/, .venv or .tmp."""
+    run("git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest), timeout=300)
+    changed = run("git", "-C", str(REPO), "ls-files", "-z", "--modified", "--others", "--exclude-standard").stdout
+    for rel in filter(None, changed.split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    deleted = run("git", "-C", str(REPO), "ls-files", "-z", "--deleted").stdout
+    for rel in filter(None, deleted.split("\0")):
+        (dest / rel).unlink(missing_ok=True)

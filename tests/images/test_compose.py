@@ -28,9 +28,11 @@ import standins
 from imagetest_util import REPO, RUN_ID, TAG, free_port, http_get, inspect, missing, run, wait_for
 
 APP = {"api": 8000, "worker": 9091}
+# The spec's DEV row, except LOG_LEVEL: a knob whose default is info (probes and scrapes log at
+# debug, so the default `docker compose logs` is not a line per health check).
 DEV_ENV = {
-    "api": {"NODE_ENV": "development", "LOG_LEVEL": "debug", "PORT": "8000"},
-    "worker": {"NODE_ENV": "development", "LOG_LEVEL": "debug", "METRICS_PORT": "9091",
+    "api": {"NODE_ENV": "development", "LOG_LEVEL": "info", "PORT": "8000"},
+    "worker": {"NODE_ENV": "development", "LOG_LEVEL": "info", "METRICS_PORT": "9091",
                "CRON_SCHEDULE": "* * * * *", "TZ": "UTC"},
 }
 
@@ -59,7 +61,8 @@ def compose(cmd: list[str], *args: str, env: dict[str, str] | None = None, check
 
 @pytest.fixture(scope="module")
 def config(compose_bin) -> dict:
-    env = {"API_PORT": "18000", "GRAFANA_ADMIN_PASSWORD": "s3cret-from-env"}
+    # LOG_LEVEL empty: the default, whatever the caller's environment says
+    env = {"API_PORT": "18000", "GRAFANA_ADMIN_PASSWORD": "s3cret-from-env", "LOG_LEVEL": ""}
     r = compose(compose_bin, "config", env=env, check=False)
     assert r.returncode == 0, f"compose rejected docker-compose.yml:\n{r.stderr}"
     return yaml.safe_load(r.stdout)
@@ -85,6 +88,14 @@ def test_app_services_hardened(config, svc):
     published = [(p["host_ip"], int(p["published"]), p["target"]) if isinstance(p, dict) else p for p in s["ports"]]
     want_host = 18000 if svc == "api" else 9091
     assert published in ([("127.0.0.1", want_host, APP[svc])], [f"127.0.0.1:{want_host}:{APP[svc]}/tcp"]), published
+
+
+@pytest.mark.parametrize("level", ["debug", "warn"])
+def test_log_level_is_a_knob(compose_bin, level):
+    r = compose(compose_bin, "config", env={"LOG_LEVEL": level})
+    services = yaml.safe_load(r.stdout)["services"]
+    assert services["api"]["environment"]["LOG_LEVEL"] == level
+    assert services["worker"]["environment"]["LOG_LEVEL"] == level
 
 
 def test_monitoring_services_pinned_and_locked_down(config):
@@ -174,7 +185,7 @@ def test_grafana_dashboards_mounted_where_provider_reads(config):
 def app_stack(docker, compose_cmd):
     """api + worker from docker-compose.yml under a private project name and free ports."""
     ports = {"API_PORT": str(free_port()), "WORKER_PORT": str(free_port())}
-    env = {**ports, "COMPOSE_PROJECT_NAME": RUN_ID, "BIND_ADDR": "127.0.0.1"}
+    env = {**ports, "COMPOSE_PROJECT_NAME": RUN_ID, "BIND_ADDR": "127.0.0.1", "LOG_LEVEL": ""}
     try:
         r = compose(compose_cmd, "up", "-d", "--no-build", "api", "worker", env=env, check=False)
         assert r.returncode == 0, r.stderr
@@ -199,6 +210,25 @@ def test_app_stack_comes_up_healthy_and_serves(app_stack, compose_cmd):
         status, body = http_get(f"http://127.0.0.1:{ports[svc]}/metrics")
         assert status == 200
         assert f'orion_build_info{{' in body and f'service="{svc}"' in body, body[:500]
+
+
+def test_app_stack_logs_no_probes_or_scrapes_at_the_default_level(app_stack, compose_cmd):
+    """`docker compose logs` at the default LOG_LEVEL: the services' start lines, but not a line
+    per health check (every 5 s) or per scrape; those are debug lines."""
+    ports, env = app_stack
+    for svc in APP:
+        cid = compose(compose_cmd, "ps", "-q", svc, env=env).stdout.strip()
+        for path in ("/health", "/ready", "/metrics"):
+            assert http_get(f"http://127.0.0.1:{ports[svc]}{path}")[0] == 200
+        # at least two of Docker's own health checks since the container started
+        wait_for(lambda: len(json.loads(inspect(cid, "{{json .State.Health.Log}}"))) >= 2, timeout=30,
+                 interval=0.5, what=f"two health checks of {svc}")
+        logs = run("docker", "logs", cid)
+        lines = (logs.stdout + logs.stderr).splitlines()
+        assert any('"level":"info"' in line for line in lines), lines[:5]  # it does log
+        probes = [line for line in lines if '"route":"/health"' in line or '"route":"/metrics"' in line
+                  or '"route":"/ready"' in line]
+        assert not probes, probes[:3]
 
 
 # ---------------------------------------------------------------- api + worker + Prometheus + Alertmanager

@@ -62,7 +62,9 @@ def test_image_metadata(docker, svc):
     port = SERVICES[svc][1]
     assert cfg["User"] == "65532:65532"
     assert cfg["Entrypoint"] == ["/orion"]
-    assert cfg["Healthcheck"]["Test"] == ["CMD", "/orion", "healthcheck"]
+    # Dockerfile.scratch's HEALTHCHECK, every field (Docker keeps durations in nanoseconds)
+    assert cfg["Healthcheck"] == {"Test": ["CMD", "/orion", "healthcheck"], "Interval": 5_000_000_000,
+                                  "Timeout": 3_000_000_000, "StartPeriod": 5_000_000_000, "Retries": 3}
     assert list(cfg["ExposedPorts"]) == [f"{port}/tcp"]
     labels = cfg["Labels"]
     assert labels["org.opencontainers.image.title"] == f"orion-{svc}"
