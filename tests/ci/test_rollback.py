@@ -127,6 +127,21 @@ def test_when_the_undo_is_refused_the_deploy_says_so_and_still_fails(tmp_path):
     assert f"{NS}/worker back at revision 5" in results["rollback"]
 
 
+def test_kubectl_1_36s_warning_before_an_undo_changes_no_verdict(tmp_path):
+    """kubectl >= 1.36 (the .venv one, used for 1.36-1.38 clusters) warns on stderr before every
+    undo of an applied Deployment; each verdict still comes from kubectl's own answer."""
+    state = cluster()
+    state["kubectl_1_36"] = True
+    state["undo_refused"] = [f"{NS}/api"]
+    res, calls, results, after = deploy(tmp_path, state)
+    assert res.returncode != 0
+    assert results["rollback"].startswith(
+        f"INCOMPLETE: {NS}/api undo to revision 3 FAILED (error: failed restoring revision 3: deployments.apps "
+        '"api" is forbidden: ')
+    assert f"{NS}/worker back at revision 5; monitoring/prometheus unchanged by this deploy" in results["rollback"]
+    assert "Warning: resource deployments/worker was previously managed with 'kubectl apply'" in res.stderr
+
+
 def test_when_the_old_revision_does_not_come_back_either_the_deploy_says_so(tmp_path):
     res, calls, results, after = deploy(tmp_path, cluster(bad=("api-new", "api-old")))
     assert res.returncode != 0
