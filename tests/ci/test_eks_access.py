@@ -28,7 +28,7 @@ import yaml
 
 from conftest import MAPPING, ROOT
 from test_deploy_script import eks
-from test_rollback import cluster, deploy
+from test_rollback import deploy, eks_cluster
 
 RBAC = ROOT / "k8s" / "eks-deployer-rbac.yaml"
 GROUP = "orion-deployer"
@@ -200,24 +200,6 @@ def deploy_calls(tmp_path: Path) -> list[str]:
     assert results["eks_rollback"].startswith("done: orion-uat/api back at revision 3"), res.stderr
     calls += [f"kubectl {c}" for c in recorded]
     return calls
-
-
-def eks_cluster() -> dict:
-    """test_rollback's cluster (api's rollout fails, api and worker are undone, the unchanged
-    monitoring Deployments skipped), answering the EKS preflight as test_deploy_script's does."""
-    import json
-    from test_deploy_script import CONTROLLER_ON, EMPTY, NETPOL_ON, STORAGE
-    state = cluster()
-    preflight = {
-        "-n kube-system get daemonsets -o json": NETPOL_ON,
-        "-n calico-system get daemonsets -o json": EMPTY,
-        "-n kube-system get configmap amazon-vpc-cni --ignore-not-found -o json": CONTROLLER_ON,
-        "get storageclass -o json": STORAGE,
-    }
-    state["answers"] = {k: {"stdout": json.dumps(v)} for k, v in preflight.items()}
-    state["answers"]["get apiservice v1beta1.metrics.k8s.io -o jsonpath={.status.conditions[?(@.type=="
-                     "\"Available\")].status}"] = {"stdout": "True"}
-    return state
 
 
 def test_the_rbac_file_grants_exactly_what_the_deploy_requests(tmp_path):

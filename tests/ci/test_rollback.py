@@ -174,8 +174,11 @@ def test_nothing_is_applied_when_the_revisions_cannot_be_read(tmp_path):
     assert "cannot read the revision of deployment orion-uat/api before applying (nothing applied)" in res.stderr
 
 
-def test_eks_undoes_a_failed_rollout_the_same_way(tmp_path):
-    state = cluster()
+def eks_cluster(**kwargs) -> dict:
+    """cluster(**kwargs) that also answers the EKS preflight's reads, as test_deploy_script's
+    stand-in does for a cluster that passes them (VPC CNI with network policy on, a default
+    StorageClass, metrics-server)."""
+    state = cluster(**kwargs)
     preflight = {
         "-n kube-system get daemonsets -o json": NETPOL_ON,
         "-n calico-system get daemonsets -o json": EMPTY,
@@ -184,7 +187,11 @@ def test_eks_undoes_a_failed_rollout_the_same_way(tmp_path):
     }
     state["answers"] = {k: {"stdout": json.dumps(v)} for k, v in preflight.items()}
     state["answers"]['get apiservice v1beta1.metrics.k8s.io -o jsonpath={.status.conditions[?(@.type=="Available")].status}'] = {"stdout": "True"}
-    res, calls, results, after = deploy(tmp_path, state, target="eks")
+    return state
+
+
+def test_eks_undoes_a_failed_rollout_the_same_way(tmp_path):
+    res, calls, results, after = deploy(tmp_path, eks_cluster(), target="eks")
     assert res.returncode == 1, res.stderr
     assert after[f"{NS}/api"]["current"] == "api-old"
     assert results["eks"].startswith("FAILED during rollout on orion-eks")
