@@ -2,7 +2,8 @@
 #
 #   make lint-docs   every relative link and #anchor resolves (GitHub's slugs), every alert's
 #                    runbook_url names an existing heading, README and ARCHITECTURE within their
-#                    budgets, every `make` target the docs name exists (seconds, no build)
+#                    budgets, every `make` target the docs name exists, every Prometheus/Alertmanager/
+#                    Grafana image tag they name is docker-compose.yml's (seconds, no build)
 #   make test-docs   + README's quick-start answer (curl /health) against the real binary
 #
 # The image and binary sizes docs/images.md states are checked by tests/images (make test-images),

@@ -1,8 +1,9 @@
 # Kubernetes manifests (k8s/): render, schema-validate, policy-test.
 #
 #   make test-k8s               render every overlay + the monitoring stack, kubernetes-validate
-#                               --strict them, yamllint k8s/, run tests/k8s (policy, checkov over
-#                               every render in one run, Prometheus SD)
+#                               --strict them (and k8s/eks-deployer-rbac.yaml), yamllint k8s/,
+#                               run tests/k8s (policy, checkov over every render in one run,
+#                               Prometheus SD)
 #   make checkov                checkov's report of the renders (what tests/k8s/test_checkov.py checks)
 #   make k8s-render             the renders into $(K8S_RENDER_DIR)/ (for reading or diffing)
 #   make k8s-render-monitoring  the monitoring stack on stdout
@@ -49,11 +50,12 @@ k8s-apply-monitoring: tools ## deploy Prometheus + Grafana to the current kube c
 	KUBECTL=kubectl k8s/render-monitoring.sh "$$target" >"$$tmp"; \
 	kubectl apply -f "$$tmp"
 
-k8s-validate: k8s-render ## kubernetes-validate --strict every render against each pinned Kubernetes version
+# k8s/eks-deployer-rbac.yaml is applied as it is (by a cluster admin, not rendered): validated too.
+k8s-validate: k8s-render ## kubernetes-validate --strict every render (+ the EKS deployer's RBAC) against each pinned Kubernetes version
 	@for v in $(K8S_SCHEMA_VERSIONS); do \
 	  kubernetes-validate --strict --quiet --kubernetes-version $$v \
-	    $(foreach o,$(K8S_OVERLAYS) monitoring,$(K8S_RENDER_DIR)/$(o).yaml); \
-	  echo "k8s-validate: $(K8S_OVERLAYS) monitoring valid (strict) for Kubernetes $$v"; \
+	    $(foreach o,$(K8S_OVERLAYS) monitoring,$(K8S_RENDER_DIR)/$(o).yaml) k8s/eks-deployer-rbac.yaml; \
+	  echo "k8s-validate: $(K8S_OVERLAYS) monitoring eks-deployer-rbac valid (strict) for Kubernetes $$v"; \
 	done
 
 lint-k8s: tools ## yamllint the manifests

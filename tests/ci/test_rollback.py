@@ -127,6 +127,21 @@ def test_when_the_undo_is_refused_the_deploy_says_so_and_still_fails(tmp_path):
     assert f"{NS}/worker back at revision 5" in results["rollback"]
 
 
+def test_kubectl_1_36s_warning_before_an_undo_changes_no_verdict(tmp_path):
+    """kubectl >= 1.36 (the .venv one, used for 1.36-1.38 clusters) warns on stderr before every
+    undo of an applied Deployment; each verdict still comes from kubectl's own answer."""
+    state = cluster()
+    state["kubectl_1_36"] = True
+    state["undo_refused"] = [f"{NS}/api"]
+    res, calls, results, after = deploy(tmp_path, state)
+    assert res.returncode != 0
+    assert results["rollback"].startswith(
+        f"INCOMPLETE: {NS}/api undo to revision 3 FAILED (error: failed restoring revision 3: deployments.apps "
+        '"api" is forbidden: ')
+    assert f"{NS}/worker back at revision 5; monitoring/prometheus unchanged by this deploy" in results["rollback"]
+    assert "Warning: resource deployments/worker was previously managed with 'kubectl apply'" in res.stderr
+
+
 def test_when_the_old_revision_does_not_come_back_either_the_deploy_says_so(tmp_path):
     res, calls, results, after = deploy(tmp_path, cluster(bad=("api-new", "api-old")))
     assert res.returncode != 0
@@ -159,8 +174,11 @@ def test_nothing_is_applied_when_the_revisions_cannot_be_read(tmp_path):
     assert "cannot read the revision of deployment orion-uat/api before applying (nothing applied)" in res.stderr
 
 
-def test_eks_undoes_a_failed_rollout_the_same_way(tmp_path):
-    state = cluster()
+def eks_cluster(**kwargs) -> dict:
+    """cluster(**kwargs) that also answers the EKS preflight's reads, as test_deploy_script's
+    stand-in does for a cluster that passes them (VPC CNI with network policy on, a default
+    StorageClass, metrics-server)."""
+    state = cluster(**kwargs)
     preflight = {
         "-n kube-system get daemonsets -o json": NETPOL_ON,
         "-n calico-system get daemonsets -o json": EMPTY,
@@ -169,7 +187,11 @@ def test_eks_undoes_a_failed_rollout_the_same_way(tmp_path):
     }
     state["answers"] = {k: {"stdout": json.dumps(v)} for k, v in preflight.items()}
     state["answers"]['get apiservice v1beta1.metrics.k8s.io -o jsonpath={.status.conditions[?(@.type=="Available")].status}'] = {"stdout": "True"}
-    res, calls, results, after = deploy(tmp_path, state, target="eks")
+    return state
+
+
+def test_eks_undoes_a_failed_rollout_the_same_way(tmp_path):
+    res, calls, results, after = deploy(tmp_path, eks_cluster(), target="eks")
     assert res.returncode == 1, res.stderr
     assert after[f"{NS}/api"]["current"] == "api-old"
     assert results["eks"].startswith("FAILED during rollout on orion-eks")

@@ -131,3 +131,26 @@ def test_section_markers_are_unique_and_closed():
             assert text.count(f"<!-- /section:{name} -->") == 1, f"{rel}: section {name!r} is not closed once"
             assert text.index(f"<!-- section:{name} -->") < text.index(f"<!-- /section:{name} -->"), rel
     assert {"failure-scenarios", "monitoring", "metrics", "kubernetes", "cicd"} <= set(seen), sorted(seen)
+
+
+UPSTREAM_IMAGE = re.compile(r"\b(prom/prometheus|prom/alertmanager|grafana/grafana):([A-Za-z0-9][\w.-]*)")
+
+
+def compose_tags() -> dict[str, str]:
+    """docker-compose.yml's tag of each upstream monitoring image: the one place they are written
+    (k8s/render-monitoring.sh gives Kubernetes the same ones; Dependabot updates them there)."""
+    text = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
+    return {m.group(1): m.group(2) for m in UPSTREAM_IMAGE.finditer(text)}
+
+
+@pytest.mark.parametrize("doc", [d for d in markdown_files() if "decisions" not in d.parts],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_docs_name_the_monitoring_images_compose_runs(doc):
+    """A page that names an upstream image names the tag that runs, not an older one.
+    (Decision records are history and keep the versions of their day.)"""
+    tags = compose_tags()
+    assert set(tags) == {"prom/prometheus", "prom/alertmanager", "grafana/grafana"}, tags
+    for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+        for m in UPSTREAM_IMAGE.finditer(line):
+            assert m.group(2) == tags[m.group(1)], (
+                f"{doc.relative_to(REPO)}:{n} names {m.group(0)}; docker-compose.yml runs {m.group(1)}:{tags[m.group(1)]}")

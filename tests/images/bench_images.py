@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make bench-images`: figures for the README, never pass/fail.
+"""`make bench-images`: figures for docs/benchmarks.md and docs/images.md, never pass/fail.
 
 1. clean release build time per architecture (own scratch target dir under .tmp/, so the
    shared target/ cache neither helps nor is disturbed), arm64 / amd64 ratio;

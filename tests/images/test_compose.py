@@ -8,8 +8,8 @@ without registry access, so that run swaps them (through an override file, nothi
 changed) for stand-ins built from Debian's binaries with the upstream layout
 (tests/images/standins.py, tagged orion-standin/...). It proves the compose wiring: the
 mounts, the service names Prometheus scrapes and alerts to, the read-only root, the user
-and data volumes; not the upstream images themselves, nor Prometheus 3.5 / Alertmanager
-0.31 (the stand-ins are Debian's 2.42 / 0.25). Grafana has no stand-in (not in Debian)."""
+and data volumes; not the upstream images themselves, nor Prometheus 3.13 / Alertmanager
+0.35 (the stand-ins are Debian's 2.42 / 0.25). Grafana has no stand-in (not in Debian)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_monitoring_services_pinned_and_locked_down(config):
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-from-env"
     assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
-    assert env["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"  # else Grafana 12 downloads apps at start
+    assert env["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"  # else Grafana (12 and later) downloads apps at start
 
 
 def test_alertmanager_mounts_the_shared_config_and_the_secrets_dir(config):

@@ -6,7 +6,7 @@ prometheus-data), with a size cap above the sized estimate and below the volume.
 Sizing (monitoring_support.py): series x samples/day (86 400 / scrape interval) x bytes/sample x
 retention days + WAL. The series come from the per-pod counts (held to the real binaries by
 test_live.py) and, for Kubernetes, every environment's HPA maximum as rendered. What this does
-not prove: Prometheus 3.5's real bytes per sample on this data, or a StorageClass's real
+not prove: Prometheus 3.13's real bytes per sample on this data, or a StorageClass's real
 provisioning (kind: local-path; EKS: the preflight checks a default class exists).
 """
 from __future__ import annotations
