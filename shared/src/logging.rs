@@ -267,13 +267,10 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
         if let Some(b) = value.to_bool() {
             out.extend_from_slice(if b { b"true" } else { b"false" });
         } else if let Some(n) = value.to_u64() {
-            crate::decimal::push(out, n);
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{n}");
         } else if let Some(n) = value.to_i64() {
-            // Only negative numbers are left here.
-            if n < 0 {
-                out.push(b'-');
-            }
-            crate::decimal::push(out, n.unsigned_abs());
+            let _ = write!(out, "{n}");
         } else if let Some(f) = value.to_f64().filter(|f| f.is_finite()) {
             // Writing into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, &f);
