@@ -302,6 +302,9 @@ struct Slot {
     conn: Conn,
     readable: bool,
     writable: bool,
+    /// The client's side is shut or the socket failed (an event said
+    /// so): read until `read` says so too.
+    hup: bool,
     /// The deadline a timer is set for (the earliest pushed, if several).
     scheduled: Option<Instant>,
 }
@@ -377,6 +380,9 @@ impl Loop {
                         if let Some(slot) = self.slot_mut(idx, gen) {
                             if ev & (sys::READABLE | sys::HANGUP) != 0 {
                                 slot.readable = true;
+                            }
+                            if ev & sys::HANGUP != 0 {
+                                slot.hup = true;
                             }
                             if ev & (sys::WRITABLE | sys::HANGUP) != 0 {
                                 slot.writable = true;
@@ -623,6 +629,7 @@ impl Loop {
             // Clients send at once: read before waiting for the event.
             readable: true,
             writable: true,
+            hup: false,
             scheduled: None,
         });
         self.open += 1;
@@ -698,7 +705,16 @@ impl Loop {
                         return;
                     }
                 }
-                Ok(n) => slot.conn.received(&self.scratch[..n]),
+                Ok(n) => {
+                    slot.conn.received(&self.scratch[..n]);
+                    // Less than asked for: the socket is empty now, and
+                    // bytes that come later raise a new edge (so does the
+                    // client's FIN, unless an event already reported it):
+                    // no second read to learn it from `EAGAIN`.
+                    if n < room && !slot.hup {
+                        slot.readable = false;
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     slot.readable = false;
                     break;
