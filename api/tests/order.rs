@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -140,6 +140,56 @@ fn nothing_behind_a_refusal_or_a_body_runs_and_a_reused_port_is_a_new_connection
         .collect();
     assert!(ran.is_empty(), "ran: {ran:?}");
     assert!(!api.metrics().contains(r#"status_code="404""#));
+}
+
+/// The front stops reading a socket once a read comes back short and waits
+/// for the next edge: a request in pieces, the next request after a pause,
+/// a FIN sent with the request or after the answer are each seen at once.
+/// 100 tries of each.
+#[test]
+fn pieces_pauses_and_half_closes_are_each_seen_at_once() {
+    let api = Api::start(&[]);
+    let req = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut bad = Vec::new();
+    for i in 0..100 {
+        // The request and the FIN at once: its answer, then EOF (the
+        // answer says `Connection: close` if the FIN was read before it
+        // came back from tiny_http).
+        let mut s = api.connect();
+        // Accepted and read once (nothing yet) first, so that the request
+        // and the FIN arrive on a connection the front waits on.
+        std::thread::sleep(Duration::from_millis(5));
+        s.write_all(req).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let (got, closed) = read_for(&mut s, Duration::from_secs(5));
+        let text = String::from_utf8_lossy(&got);
+        if !closed || !text.starts_with("HTTP/1.1 200 ") {
+            bad.push(format!("with FIN #{i}: closed {closed}, {text:?}"));
+        }
+        // A head in two pieces, a second request after a pause, a FIN
+        // after its answer.
+        let mut s = api.connect();
+        s.write_all(&req[..20]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        s.write_all(&req[20..]).unwrap();
+        let first = read_answers(&mut s, 1);
+        std::thread::sleep(Duration::from_millis(2));
+        s.write_all(req).unwrap();
+        let second = read_answers(&mut s, 1);
+        s.shutdown(Shutdown::Write).unwrap();
+        let closed = closed_within(&mut s, Duration::from_secs(5)).is_some();
+        if first != [200] || second != [200] || !closed {
+            bad.push(format!(
+                "in pieces #{i}: {first:?} {second:?} closed {closed}"
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} wrong: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(3)]
+    );
 }
 
 /// The port may still be closing on the client's side for a moment.

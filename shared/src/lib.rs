@@ -3,9 +3,9 @@
 //! signalling, build information and the self-healthcheck.
 //!
 //! Modules depend on each other in one direction only: `config`,
-//! `build_info`, `decimal` and `shutdown` are leaves; `logging` uses
-//! `decimal`; `metrics` uses `build_info`; `http` uses `config`, `metrics`
-//! and `shutdown`; `service`
+//! `build_info`, `logging` and `shutdown` are leaves; `metrics` uses
+//! `build_info`; `http` uses `config`, `logging`, `metrics` and `shutdown`;
+//! `service`
 //! (the settings every service reads, and `serve`: the lifecycle both run)
 //! sits on top of all of them.
 //!
@@ -16,8 +16,6 @@
 pub mod build_info;
 #[forbid(unsafe_code)]
 pub mod config;
-#[forbid(unsafe_code)]
-pub mod decimal;
 #[forbid(unsafe_code)]
 pub mod healthcheck;
 pub mod http;

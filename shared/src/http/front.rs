@@ -50,6 +50,9 @@ const TOKEN_LINK: u64 = 1 << 62;
 /// out over the cap.
 const ACCEPT_BATCH: usize = 64;
 
+/// Steps (a read, a write, a state change) one connection gets per turn.
+const DRIVE_STEPS: usize = 64;
+
 /// Candidates looked at for one shed: each one read first may turn out to
 /// have a request and be spared.
 const SHED_TRIES: usize = 8;
@@ -241,6 +244,7 @@ pub fn start(
         max_connections: parts.max_connections,
         draining: false,
         metrics,
+        again: Vec::new(),
         fwd: Vec::with_capacity(256),
         scratch: vec![0; 64 * 1024],
         control: control.clone(),
@@ -298,6 +302,9 @@ struct Slot {
     conn: Conn,
     readable: bool,
     writable: bool,
+    /// The client's side is shut or the socket failed (an event said
+    /// so): read until `read` says so too.
+    hup: bool,
     /// The deadline a timer is set for (the earliest pushed, if several).
     scheduled: Option<Instant>,
 }
@@ -324,6 +331,9 @@ struct Loop {
     max_connections: usize,
     draining: bool,
     metrics: Metrics,
+    /// Connections that used up their steps with work left: driven again
+    /// in the next iteration.
+    again: Vec<(u32, u32)>,
     /// The canonical request being composed.
     fwd: Vec<u8>,
     /// What each read lands in first.
@@ -371,6 +381,9 @@ impl Loop {
                             if ev & (sys::READABLE | sys::HANGUP) != 0 {
                                 slot.readable = true;
                             }
+                            if ev & sys::HANGUP != 0 {
+                                slot.hup = true;
+                            }
                             if ev & (sys::WRITABLE | sys::HANGUP) != 0 {
                                 slot.writable = true;
                             }
@@ -381,6 +394,11 @@ impl Loop {
             }
             for &idx in &moved {
                 self.drive(idx, now);
+            }
+            for (idx, gen) in std::mem::take(&mut self.again) {
+                if self.slot_mut(idx, gen).is_some() {
+                    self.drive(idx, now);
+                }
             }
             self.flush_links(now);
             self.accept(now);
@@ -395,6 +413,9 @@ impl Loop {
     /// Milliseconds until the next deadline or the end of an accept pause;
     /// 0 while connections wait to be accepted.
     fn timeout(&self, now: Instant) -> i32 {
+        if !self.again.is_empty() {
+            return 0;
+        }
         if self.accept_ready
             && !self.cap_full
             && self.paused_until.is_none()
@@ -608,6 +629,7 @@ impl Loop {
             // Clients send at once: read before waiting for the event.
             readable: true,
             writable: true,
+            hup: false,
             scheduled: None,
         });
         self.open += 1;
@@ -618,8 +640,16 @@ impl Loop {
     /// Moves one connection as far as it goes without waiting.
     fn drive(&mut self, idx: u32, now: Instant) {
         // Bounded, so one busy client cannot hold the loop for long; what
-        // is left is taken up at its next event.
-        for _ in 0..64 {
+        // is left is taken up in the next iteration (no event would come for
+        // bytes already in its socket: the events are edge-triggered).
+        let mut steps = DRIVE_STEPS;
+        loop {
+            if steps == 0 {
+                let gen = self.gen_of(idx);
+                self.again.push((idx, gen));
+                break;
+            }
+            steps -= 1;
             let Some(slot) = self
                 .slots
                 .get_mut(idx as usize)
@@ -675,7 +705,16 @@ impl Loop {
                         return;
                     }
                 }
-                Ok(n) => slot.conn.received(&self.scratch[..n]),
+                Ok(n) => {
+                    slot.conn.received(&self.scratch[..n]);
+                    // Less than asked for: the socket is empty now, and
+                    // bytes that come later raise a new edge (so does the
+                    // client's FIN, unless an event already reported it):
+                    // no second read to learn it from `EAGAIN`.
+                    if n < room && !slot.hup {
+                        slot.readable = false;
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     slot.readable = false;
                     break;

@@ -10,10 +10,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::IntCounter;
 use tiny_http::{Header, Method, Response};
 
 use super::framing::{route_path, Refusal, REFUSAL_FIELD};
@@ -25,7 +24,6 @@ pub struct App {
     pub router: Router,
     pub metrics: Option<RequestMetrics>,
     pub panics: IntCounter,
-    metric_children: MetricChildren,
     /// Set once the front sealed tiny_http's listener: the accept error that
     /// tiny_http then queues is expected.
     pub sealed: AtomicBool,
@@ -36,7 +34,6 @@ pub struct App {
 impl App {
     pub fn new(router: Router, metrics: Option<RequestMetrics>, panics: IntCounter) -> App {
         App {
-            metric_children: MetricChildren::new(router.len()),
             router,
             metrics,
             panics,
@@ -80,11 +77,7 @@ fn handle(app: &App, rq: tiny_http::Request) {
         }
     }
     let method = method_label(rq.method());
-    let cached_method = CachedMethod::of(rq.method());
-    let found = app.router.find_at(route_path(rq.url()));
-    let route = found.map(|(_, r)| r);
-    // Unmatched paths come after the routes.
-    let route_index = found.map_or(app.router.len(), |(i, _)| i);
+    let route = app.router.find(route_path(rq.url()));
     let route_label = route.map_or("unmatched", |r| r.path);
     let reply = match refusal {
         Some(r) => Reply::error(r.status(), r.message()),
@@ -117,26 +110,11 @@ fn handle(app: &App, rq: tiny_http::Request) {
     }
     let elapsed = start.elapsed();
     if let Some(m) = &app.metrics {
-        let seconds = elapsed.as_secs_f64();
-        match app.metric_children.slot(cached_method, route_index, status) {
-            Some(slot) => {
-                let (requests, duration) = slot.get_or_init(|| {
-                    let labels = [method, route_label, &status_label(status)];
-                    (
-                        m.requests.with_label_values(&labels),
-                        m.duration.with_label_values(&labels),
-                    )
-                });
-                requests.inc();
-                duration.observe(seconds);
-            }
-            None => {
-                let code = status_label(status);
-                let labels = [method, route_label, &code];
-                m.requests.with_label_values(&labels).inc();
-                m.duration.with_label_values(&labels).observe(seconds);
-            }
-        }
+        let labels = [method, route_label, &status.to_string()];
+        m.requests.with_label_values(&labels).inc();
+        m.duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
     }
     if let Some(shown) = shown {
         log::log!(target: crate::logging::access_target(), level, method = method, route = route_label, path = shown.as_str(), status = status, duration_ms = crate::logging::millis(elapsed); "request");
@@ -193,87 +171,6 @@ fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
 }
 
-/// The methods whose metric children are kept (every other one is rare).
-#[derive(Clone, Copy)]
-enum CachedMethod {
-    Get = 0,
-    Head = 1,
-    Other,
-}
-
-impl CachedMethod {
-    fn of(m: &Method) -> CachedMethod {
-        match m {
-            Method::Get => CachedMethod::Get,
-            Method::Head => CachedMethod::Head,
-            _ => CachedMethod::Other,
-        }
-    }
-}
-
-/// The status codes we answer with, and their `status_code` labels: their
-/// metric children are kept, and their labels need no allocation.
-const CACHED_STATUSES: [(u16, &str); 8] = [
-    (200, "200"),
-    (400, "400"),
-    (404, "404"),
-    (405, "405"),
-    (413, "413"),
-    (431, "431"),
-    (500, "500"),
-    (503, "503"),
-];
-
-/// The children of `http_requests_total` and `http_request_duration_seconds`
-/// for GET and HEAD × every route and `unmatched` × the usual status codes,
-/// each got from the vectors on its first request, exactly as
-/// `with_label_values` would create it (so a series appears only once
-/// answered). Then a request costs no label hashing, no read lock and no
-/// reference count; the other label sets go through `with_label_values`.
-struct MetricChildren {
-    /// Routes plus one (`unmatched`).
-    routes: usize,
-    slots: Box<[OnceLock<(IntCounter, Histogram)>]>,
-}
-
-impl MetricChildren {
-    fn new(routes: usize) -> MetricChildren {
-        let routes = routes + 1;
-        MetricChildren {
-            routes,
-            slots: (0..2 * routes * CACHED_STATUSES.len())
-                .map(|_| OnceLock::new())
-                .collect(),
-        }
-    }
-
-    fn slot(
-        &self,
-        method: CachedMethod,
-        route: usize,
-        status: u16,
-    ) -> Option<&OnceLock<(IntCounter, Histogram)>> {
-        let method = match method {
-            CachedMethod::Other => return None,
-            m => m as usize,
-        };
-        let status = CACHED_STATUSES.iter().position(|(s, _)| *s == status)?;
-        if route >= self.routes {
-            return None;
-        }
-        self.slots
-            .get((method * self.routes + route) * CACHED_STATUSES.len() + status)
-    }
-}
-
-/// The `status_code` label.
-fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
-    CACHED_STATUSES
-        .iter()
-        .find(|(s, _)| *s == status)
-        .map_or_else(|| status.to_string().into(), |(_, label)| (*label).into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,24 +189,5 @@ mod tests {
             let want: String = path.chars().take(256).collect();
             assert_eq!(shown_path(&path), want);
         }
-    }
-
-    #[test]
-    fn every_cached_label_set_has_its_own_metric_children() {
-        let routes = 4;
-        let children = MetricChildren::new(routes);
-        let mut seen = std::collections::HashSet::new();
-        for method in [CachedMethod::Get, CachedMethod::Head] {
-            for route in 0..=routes {
-                for (status, _) in CACHED_STATUSES {
-                    let slot = children.slot(method, route, status).expect("cached");
-                    assert!(seen.insert(slot as *const _), "{route} {status}");
-                }
-            }
-        }
-        assert_eq!(seen.len(), children.slots.len());
-        assert!(children.slot(CachedMethod::Other, 0, 200).is_none());
-        assert!(children.slot(CachedMethod::Get, 0, 201).is_none());
-        assert!(children.slot(CachedMethod::Get, routes + 1, 200).is_none());
     }
 }

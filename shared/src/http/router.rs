@@ -56,22 +56,7 @@ impl Router {
     }
 
     pub fn find(&self, path: &str) -> Option<&Route> {
-        self.find_at(path).map(|(_, r)| r)
-    }
-
-    /// [`Router::find`], with the route's position (the order routes were
-    /// added in, from 0).
-    pub fn find_at(&self, path: &str) -> Option<(usize, &Route)> {
-        self.routes.iter().enumerate().find(|(_, r)| r.path == path)
-    }
-
-    /// How many routes there are.
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.routes.iter().find(|r| r.path == path)
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &'static str> + '_ {
