@@ -165,3 +165,31 @@ pub fn closed_within(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
     let (got, closed) = read_for(s, timeout);
     closed.then_some(got)
 }
+
+/// `/smuggled` never ran: no request log line names it and no 404 was
+/// counted (none of the cases asks for an unknown path on purpose).
+pub fn assert_nothing_smuggled(api: &Api) {
+    // A sentinel request: its log line comes after any earlier request's.
+    assert_eq!(api.get("/").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !api
+        .stdout_lines()
+        .iter()
+        .any(|l| l.contains("\"route\":\"/\"") && l.contains("\"status\":200"))
+    {
+        assert!(Instant::now() < deadline, "sentinel never logged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let lines = api.stdout_lines();
+    let smuggled: Vec<&String> = lines.iter().filter(|l| l.contains("smuggled")).collect();
+    assert!(smuggled.is_empty(), "executed: {smuggled:?}");
+    let m = api.metrics();
+    assert!(
+        !m.contains(r#"route="unmatched",status_code="404""#),
+        "a 404 was answered: {}",
+        m.lines()
+            .filter(|l| l.contains("unmatched"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
