@@ -60,7 +60,7 @@ pub const READ_AHEAD: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Where a connection is in its current request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Phase {
     /// Waiting for a request head, or reading one.
     Head,
@@ -77,22 +77,11 @@ pub enum Phase {
 }
 
 /// What is left of a body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum BodyLeft {
     Length(u64),
-    Chunked(ChunkedBody),
+    Chunked(Chunked),
 }
-
-/// A chunked body in progress (a newtype so that `Phase` compares).
-#[derive(Debug, Clone)]
-pub struct ChunkedBody(Chunked);
-
-impl PartialEq for ChunkedBody {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.total() == other.0.total()
-    }
-}
-impl Eq for ChunkedBody {}
 
 /// What the event loop should do next for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +231,7 @@ impl Conn {
     /// A graceful stop began: an idle connection closes now; any other
     /// ends after its current request's answer. Returns a close to make now.
     pub fn drain(&mut self) -> Option<CloseReason> {
-        if self.phase == Phase::Head && !self.got_bytes {
+        if matches!(self.phase, Phase::Head) && !self.got_bytes {
             return Some(CloseReason::Draining);
         }
         self.set_close(CloseReason::Draining);
@@ -330,7 +319,7 @@ impl Conn {
             Verdict::Route(body) => Next::Body {
                 left: match body {
                     Body::Length(n) => BodyLeft::Length(n),
-                    _ => BodyLeft::Chunked(ChunkedBody(Chunked::new(limits.max_body))),
+                    _ => BodyLeft::Chunked(Chunked::new(limits.max_body)),
                 },
                 // Owned copies only for the rare request with a body.
                 request: (line.method.to_string(), line.target.to_string()),
@@ -371,7 +360,7 @@ impl Conn {
                 self.inbuf.drain(..take as usize);
                 Ok(*n == 0)
             }
-            BodyLeft::Chunked(c) => match c.0.feed(&self.inbuf) {
+            BodyLeft::Chunked(c) => match c.feed(&self.inbuf) {
                 Ok(chunked::Progress::More) => {
                     self.inbuf.clear();
                     Ok(false)
@@ -470,7 +459,7 @@ impl Conn {
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
         }
-        if self.phase != Phase::Writing {
+        if !matches!(self.phase, Phase::Writing) {
             // `100 Continue`: the body is still to come.
             return Written::Interim;
         }
@@ -554,11 +543,6 @@ impl Conn {
             (1, _) => Some(CloseReason::OverCapacity),
             _ => Some(CloseReason::OverCapacityPartial),
         }
-    }
-
-    /// Whether the request being served is HEAD.
-    pub fn head_only(&self) -> bool {
-        self.head_only
     }
 }
 
@@ -669,7 +653,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
         );
         assert_eq!(c.wrote(c.out.len(), t0 + SEC), Written::Answered);
-        assert_eq!(c.phase, Phase::Head);
+        assert!(matches!(c.phase, Phase::Head));
         // Idle from now on: the idle timeout counts from the answer.
         assert_eq!(
             c.deadline(&limits()),
@@ -687,10 +671,12 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..3 {
             let (s, fwd) = step(&mut c);
-            assert!(matches!(s, Step::Forward { .. }), "{s:?}");
+            let Step::Forward { head_only } = s else {
+                panic!("{s:?}")
+            };
             // Nothing more goes out until this one is answered.
             assert_eq!(step(&mut c).0, Step::Wait);
-            seen.push((fwd, c.head_only()));
+            seen.push((fwd, head_only));
             answer(&mut c, t0);
             assert_eq!(c.wrote(c.out.len(), t0), Written::Answered);
         }
